@@ -1,0 +1,212 @@
+"""`FlapConfig`: the pruning recipe, validated at construction and serialisable like HF configs.
+
+The shape follows transformers' quantization configs and optimum's `GPTQQuantizer`: keyword
+arguments, `to_dict`/`from_dict`, JSON files, and a version stamp so a checkpoint says which
+release produced it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .version import __version__
+
+CONFIG_NAME = "flap_config.json"
+
+METHODS = ("flap", "wanda-sp", "magnitude-sp")
+METRICS = ("wifv", "ifv", "wifn")
+STRUCTURES = ("UL-UM", "UL-MM", "AL-MM", "AL-AM")
+NAMED_DATASETS = ("wikitext2", "c4")
+MANUAL_STRUCTURES = ("UL-MM", "AL-MM")
+
+#: Bias compensation is the paper's; the baselines are reported without it, as in FLAP's Table 1.
+_DEFAULT_BIAS_COMPENSATION = {"flap": True, "wanda-sp": False, "magnitude-sp": False}
+
+
+def _fail(field: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"FlapConfig: invalid {field}={value!r}; allowed: {allowed}.")
+
+
+class FlapConfig:
+    """Recipe for one pruning run.
+
+    Args:
+        method: `"flap"` (fluctuation metric), or the baselines `"wanda-sp"` (|W|·‖x‖ column score)
+            and `"magnitude-sp"` (weight column norm). All three share one engine and the structures.
+        pruning_ratio: fraction of the decoder's linear-layer parameters to remove, in [0, 1).
+        metric: FLAP fluctuation metric, `"wifv"` (default), `"ifv"` or `"wifn"`; only used by `"flap"`.
+        structure: `"AL-AM"` (one global threshold, default), `"AL-MM"`, `"UL-MM"` or `"UL-UM"`.
+        remove_heads: attention heads to remove in total, required by the manual structures
+            (`"UL-MM"`, `"AL-MM"`). With grouped-query attention it must be a multiple of the
+            group size, since a key/value head and its query heads are removed together.
+        dataset: calibration text: `"wikitext2"`, `"c4"`, a local file (`.txt`, `.raw`, `.tokens`,
+            `.jsonl`/`.json` with a `text` field), a list of strings, or pre-tokenized ids.
+        num_samples: number of calibration sequences (the paper uses 1024).
+        seq_len: tokens per calibration sequence (the paper uses 128).
+        seed: sampling seed; the same seed gives the same calibration set and the same model.
+        batch_size: calibration sequences per forward call; changes speed and memory, not results.
+        bias_compensation: fold the mean contribution of removed channels into the output bias.
+            Defaults to True for `"flap"` and False for the baselines.
+        min_head_groups: key/value head groups every layer keeps (at least 1).
+        min_channels: MLP channels every layer keeps (at least 1).
+    """
+
+    def __init__(
+        self,
+        method: str = "flap",
+        pruning_ratio: float = 0.2,
+        metric: str = "wifv",
+        structure: str = "AL-AM",
+        remove_heads: int | None = None,
+        dataset: str | Sequence[str] | Sequence[Sequence[int]] = "wikitext2",
+        num_samples: int = 1024,
+        seq_len: int = 128,
+        seed: int = 0,
+        batch_size: int = 8,
+        bias_compensation: bool | None = None,
+        min_head_groups: int = 1,
+        min_channels: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("optimum_flap_version", None)
+        if kwargs:
+            raise ValueError(
+                f"FlapConfig: unknown argument(s) {sorted(kwargs)}; allowed: {sorted(self._field_names())}."
+            )
+        self.method = method
+        self.pruning_ratio = pruning_ratio
+        self.metric = metric
+        self.structure = structure
+        self.remove_heads = remove_heads
+        self.dataset = dataset
+        self.num_samples = num_samples
+        self.seq_len = seq_len
+        self.seed = seed
+        self.batch_size = batch_size
+        self.bias_compensation = bias_compensation
+        self.min_head_groups = min_head_groups
+        self.min_channels = min_channels
+        self.validate()
+
+    @staticmethod
+    def _field_names() -> tuple[str, ...]:
+        return (
+            "method", "pruning_ratio", "metric", "structure", "remove_heads", "dataset", "num_samples",
+            "seq_len", "seed", "batch_size", "bias_compensation", "min_head_groups", "min_channels",
+        )
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first field whose value is not allowed."""
+        if self.method not in METHODS:
+            raise _fail("method", self.method, ", ".join(METHODS))
+        if isinstance(self.pruning_ratio, bool) or not isinstance(self.pruning_ratio, (int, float)) or not (
+            0.0 <= self.pruning_ratio < 1.0
+        ):
+            raise _fail("pruning_ratio", self.pruning_ratio, "a number in [0, 1)")
+        if self.metric not in METRICS:
+            raise _fail("metric", self.metric, ", ".join(METRICS))
+        if self.structure not in STRUCTURES:
+            raise _fail("structure", self.structure, ", ".join(STRUCTURES))
+        if self.structure in MANUAL_STRUCTURES:
+            if not _is_int(self.remove_heads) or self.remove_heads < 0:
+                raise _fail(
+                    "remove_heads", self.remove_heads,
+                    f"a non-negative int (required by structure={self.structure!r})",
+                )
+        elif self.remove_heads is not None:
+            raise _fail("remove_heads", self.remove_heads, f"None for structure={self.structure!r}; "
+                        f"it only applies to {', '.join(MANUAL_STRUCTURES)}")
+        for name in ("num_samples", "seq_len", "batch_size", "min_head_groups", "min_channels"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise _fail(name, value, "a positive int")
+        if not _is_int(self.seed):
+            raise _fail("seed", self.seed, "an int")
+        if self.bias_compensation is not None and not isinstance(self.bias_compensation, bool):
+            raise _fail("bias_compensation", self.bias_compensation, "True, False or None (method default)")
+        _validate_dataset(self.dataset)
+
+    @property
+    def use_bias_compensation(self) -> bool:
+        """The effective bias-compensation switch (the method's default when left as None)."""
+        if self.bias_compensation is None:
+            return _DEFAULT_BIAS_COMPENSATION[self.method]
+        return self.bias_compensation
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, stamped with the package version. Large in-memory datasets are summarised."""
+        out = {name: copy.deepcopy(getattr(self, name)) for name in self._field_names()}
+        if not isinstance(self.dataset, str):
+            out["dataset"] = f"<in-memory: {len(self.dataset)} items>"
+        out["optimum_flap_version"] = __version__
+        return out
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> FlapConfig:
+        values = {**config_dict, **overrides}
+        return cls(**values)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> FlapConfig:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> FlapConfig:
+        """Read the recipe from a directory written by `save_pretrained` (or a pruned checkpoint)."""
+        path = os.path.join(directory, CONFIG_NAME)
+        if os.path.isfile(path):
+            return cls.from_json_file(path)
+        config_path = os.path.join(directory, "config.json")
+        if os.path.isfile(config_path):
+            with open(config_path, encoding="utf-8") as f:
+                recipe = json.load(f).get("pruning_config")
+            if recipe is not None:
+                return cls.from_dict(recipe)
+        raise FileNotFoundError(f"No {CONFIG_NAME} nor a config.json with a 'pruning_config' in {directory!r}.")
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.to_json_file(os.path.join(directory, CONFIG_NAME))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FlapConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"FlapConfig {self.to_json_string()}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_dataset(dataset: Any) -> None:
+    if isinstance(dataset, str):
+        if dataset in NAMED_DATASETS or os.path.isfile(dataset):
+            return
+        raise _fail(
+            "dataset", dataset,
+            f"{', '.join(repr(n) for n in NAMED_DATASETS)}, an existing local file "
+            "(.txt/.raw/.tokens/.jsonl/.json), a list of strings or a list of token-id lists",
+        )
+    if isinstance(dataset, Sequence) and len(dataset) > 0:
+        first = dataset[0]
+        if all(isinstance(item, str) for item in dataset):
+            return
+        if not isinstance(first, str) and hasattr(first, "__len__"):
+            return
+    if hasattr(dataset, "ndim") and getattr(dataset, "ndim", 0) == 2:
+        return
+    raise _fail("dataset", type(dataset).__name__, "a dataset name, a local file, a non-empty list of strings "
+                "or a non-empty list of token-id lists")

@@ -1,0 +1,96 @@
+"""FLAP and its baselines (wanda-sp, magnitude-sp): score every layer on the dense model, then prune once.
+
+One shot: every layer's statistics come from the unpruned model (the block outputs propagated to the
+next layer are dense), so the plan is global and nothing is pruned until all layers are scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ...architectures import DecoderArchitecture
+from ...configuration import FlapConfig
+from ...engine.layerwise import LayerwiseRunner
+from ...engine.statistics import ChannelStatistics
+from ...plan import LayerPlan
+from ...surgery import attention_geometry, layer_cost, prune_layer
+from .scores import attention_channel_scores, channel_scores
+from .selection import BudgetError, LayerScores, select
+
+
+@dataclass
+class LayerCalibration:
+    """What one layer's calibration leaves behind: channel scores and the input means for compensation."""
+
+    scores: LayerScores
+    attention_mean: torch.Tensor | None
+    mlp_mean: torch.Tensor | None
+
+
+def score_layers(
+    model: nn.Module, arch: DecoderArchitecture, config: FlapConfig, runner: LayerwiseRunner | None
+) -> list[LayerCalibration]:
+    """Score every layer. `runner` may be None only for magnitude-sp without compensation."""
+    results = []
+    layers = arch.decoder_layers(model)
+    for idx in tqdm(range(len(layers)), desc=f"{config.method}: scoring", unit="layer"):
+        attention_out = arch.attention_output_path()
+        mlp_out = arch.mlp_output_path()
+        stats = {attention_out: ChannelStatistics(), mlp_out: ChannelStatistics()} if runner else {}
+        if runner is not None:
+            runner.run_block(idx, {path: s.update for path, s in stats.items()})
+        layer = layers[idx]
+        o_proj, down_proj = layer.get_submodule(attention_out), layer.get_submodule(mlp_out)
+        scores = LayerScores(
+            attention=attention_channel_scores(config.method, config.metric, o_proj.weight, stats.get(attention_out)),
+            mlp=channel_scores(config.method, config.metric, down_proj.weight, stats.get(mlp_out)),
+        )
+        means = {path: s.mean for path, s in stats.items()}
+        results.append(LayerCalibration(scores, means.get(attention_out), means.get(mlp_out)))
+    return results
+
+
+def plan_and_prune(
+    model: nn.Module,
+    arch: DecoderArchitecture,
+    config: FlapConfig,
+    calibration: list[LayerCalibration],
+    physical: bool = True,
+) -> list[LayerPlan]:
+    """Select what every layer keeps for `config.structure` and apply it to `model` in place."""
+    heads, kv_heads, head_dim = attention_geometry(model.config)
+    group_size = heads // kv_heads
+    compensate = config.use_bias_compensation
+    layers = arch.decoder_layers(model)
+    costs = [layer_cost(layer, arch, group_size, head_dim, compensate) for layer in layers]
+    remove_groups = None
+    if config.remove_heads is not None:
+        if config.remove_heads % group_size:
+            raise BudgetError(
+                f"remove_heads={config.remove_heads} is not a multiple of the group size {group_size}: with "
+                f"grouped-query attention ({heads} query heads, {kv_heads} key/value heads) heads are removed "
+                f"{group_size} at a time."
+            )
+        remove_groups = config.remove_heads // group_size
+    plans = select(
+        config.structure,
+        [c.scores for c in calibration],
+        costs,
+        group_width=group_size * head_dim,
+        ratio=config.pruning_ratio,
+        min_groups=config.min_head_groups,
+        min_channels=config.min_channels,
+        remove_groups=remove_groups,
+    )
+    for layer, plan, calib in zip(layers, plans, calibration):
+        prune_layer(
+            layer, arch, plan, group_size, head_dim,
+            attention_mean=calib.attention_mean if compensate else None,
+            mlp_mean=calib.mlp_mean if compensate else None,
+            physical=physical,
+        )
+    return plans

@@ -1,0 +1,153 @@
+"""Turn per-layer scores into a pruning plan under a parameter budget (FLAP §3.3, structures).
+
+    UL-UM  uniform layers, uniform modules: each layer drops round(p * groups) head groups and
+           round(p * channels) channels, ranked by raw scores inside the layer.
+    UL-MM  uniform layers, manual modules: each layer drops remove_heads / L heads; channels fill the
+           rest of the layer's parameter budget.
+    AL-MM  adaptive layers, manual modules: remove_heads heads and the budget's channels are taken
+           globally by standardized score.
+    AL-AM  adaptive layers, adaptive modules: one global threshold over standardized head-group and
+           channel scores. Units are taken in score order, each counted at its true parameter cost
+           (a GQA group of g query heads costs (2g + 2) * head_dim * hidden, a channel 3 * hidden,
+           plus biases), and the cut is where the kept cost is closest to the target.
+
+Every layer keeps its best `min_groups` groups and `min_channels` channels whatever the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...plan import LayerCost, LayerPlan
+from .scores import pool_groups, standardize
+
+
+@dataclass
+class LayerScores:
+    """Channel-level scores of one layer: `attention` has one entry per o_proj input channel."""
+
+    attention: torch.Tensor
+    mlp: torch.Tensor
+
+
+class BudgetError(ValueError):
+    """The requested budget is impossible under the per-layer minimums."""
+
+
+def select(
+    structure: str,
+    scores: list[LayerScores],
+    costs: list[LayerCost],
+    group_width: int,
+    ratio: float,
+    min_groups: int,
+    min_channels: int,
+    remove_groups: int | None = None,
+) -> list[LayerPlan]:
+    """The plan for `structure`; `remove_groups` is the manual head budget of UL-MM / AL-MM, in groups."""
+    adaptive = structure.startswith("AL")
+    groups = [_pool(s.attention, group_width, adaptive) for s in scores]
+    channels = [standardize(s.mlp) if adaptive else s.mlp for s in scores]
+    _check_minimums(groups, channels, min_groups, min_channels)
+    if structure == "UL-UM":
+        removed_groups = [round(ratio * g.numel()) for g in groups]
+        removed_channels = [round(ratio * c.numel()) for c in channels]
+        return [
+            _plan(g, c, min(rg, g.numel() - min_groups), min(rc, c.numel() - min_channels))
+            for g, c, rg, rc in zip(groups, channels, removed_groups, removed_channels)
+        ]
+    if structure == "UL-MM":
+        per_layer = remove_groups // len(groups)
+        if per_layer > groups[0].numel() - min_groups:
+            raise BudgetError(f"UL-MM cannot remove {per_layer} head groups per layer with min_head_groups="
+                              f"{min_groups} and {groups[0].numel()} groups per layer.")
+        plans = []
+        for g, c, cost in zip(groups, channels, costs):
+            target = ratio * cost.total + cost.added_bias - per_layer * cost.group_cost
+            n_channels = min(max(round(target / cost.channel_cost), 0), c.numel() - min_channels)
+            plans.append(_plan(g, c, per_layer, n_channels))
+        return plans
+    if structure == "AL-MM":
+        total = sum(cost.total for cost in costs)
+        group_masks = _lowest_globally(groups, remove_groups, min_groups, "head groups")
+        removed_cost = sum(int((~m).sum()) * cost.group_cost for m, cost in zip(group_masks, costs))
+        # every layer has the same channel cost in the supported families
+        target = ratio * total + sum(cost.added_bias for cost in costs) - removed_cost
+        n_channels = max(round(target / costs[0].channel_cost), 0)
+        n_channels = min(n_channels, sum(c.numel() - min_channels for c in channels))
+        channel_masks = _lowest_globally(channels, n_channels, min_channels, "channels")
+        return [LayerPlan(_kept(gm), _kept(cm)) for gm, cm in zip(group_masks, channel_masks)]
+    if structure == "AL-AM":
+        return _global_threshold(groups, channels, costs, ratio, min_groups, min_channels)
+    raise ValueError(f"Unknown structure {structure!r}.")
+
+
+def _pool(attention: torch.Tensor, group_width: int, adaptive: bool) -> torch.Tensor:
+    return pool_groups(standardize(attention) if adaptive else attention, group_width)
+
+
+def _check_minimums(groups, channels, min_groups: int, min_channels: int) -> None:
+    if min_groups > groups[0].numel():
+        raise BudgetError(f"min_head_groups={min_groups} exceeds the {groups[0].numel()} head groups per layer.")
+    if min_channels > channels[0].numel():
+        raise BudgetError(f"min_channels={min_channels} exceeds the {channels[0].numel()} MLP channels per layer.")
+
+
+def _plan(groups: torch.Tensor, channels: torch.Tensor, n_groups: int, n_channels: int) -> LayerPlan:
+    """Drop the `n_groups` lowest groups and the `n_channels` lowest channels of one layer."""
+    return LayerPlan(_keep_top(groups, groups.numel() - n_groups), _keep_top(channels, channels.numel() - n_channels))
+
+
+def _keep_top(scores: torch.Tensor, count: int) -> torch.Tensor:
+    # stable sort so that ties resolve to the lower index, the same way on every run
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return order[:count].sort().values
+
+
+def _kept(mask: torch.Tensor) -> torch.Tensor:
+    return mask.nonzero().flatten()
+
+
+def _protected(scores: torch.Tensor, minimum: int) -> torch.Tensor:
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask[_keep_top(scores, minimum)] = True
+    return mask
+
+
+def _lowest_globally(scores: list[torch.Tensor], count: int, minimum: int, what: str) -> list[torch.Tensor]:
+    """Keep-masks after removing the `count` lowest-scoring units across all layers."""
+    protected = [_protected(s, minimum) for s in scores]
+    candidates = torch.cat([torch.where(p, torch.inf, s) for s, p in zip(scores, protected)])
+    removable = int(sum((~p).sum() for p in protected))
+    if count > removable:
+        raise BudgetError(f"Cannot remove {count} {what}: only {removable} can go while each layer keeps "
+                          f"its minimum of {minimum}.")
+    keep = torch.ones_like(candidates, dtype=torch.bool)
+    keep[torch.sort(candidates, stable=True).indices[:count]] = False
+    return list(keep.split([s.numel() for s in scores]))
+
+
+def _global_threshold(groups, channels, costs, ratio, min_groups, min_channels) -> list[LayerPlan]:
+    """AL-AM: keep units in score order until the kept parameters are closest to (1 - ratio) of the total."""
+    scores, unit_costs, protected = [], [], []
+    for g, c, cost in zip(groups, channels, costs):
+        scores += [g, c]
+        unit_costs += [torch.full_like(g, cost.group_cost, dtype=torch.float64),
+                       torch.full_like(c, cost.channel_cost, dtype=torch.float64)]
+        protected += [_protected(g, min_groups), _protected(c, min_channels)]
+    flat_scores = torch.cat(scores)
+    flat_costs = torch.cat(unit_costs)
+    flat_protected = torch.cat(protected)
+    total = sum(cost.total for cost in costs)
+    target_kept = (1.0 - ratio) * total - sum(cost.added_bias for cost in costs)
+    target_kept -= float(flat_costs[flat_protected].sum())
+    order = torch.sort(torch.where(flat_protected, -torch.inf, flat_scores), descending=True, stable=True).indices
+    order = order[: int((~flat_protected).sum())]
+    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), flat_costs[order].cumsum(0)])
+    n_kept = int(torch.argmin((cumulative - target_kept).abs()))
+    keep = flat_protected.clone()
+    keep[order[:n_kept]] = True
+    masks = keep.split([s.numel() for s in scores])
+    return [LayerPlan(_kept(masks[2 * i]), _kept(masks[2 * i + 1])) for i in range(len(groups))]

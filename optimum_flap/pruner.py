@@ -1,0 +1,157 @@
+"""`FlapPruner`: load a model, calibrate, prune, and save, shaped like optimum's `GPTQQuantizer`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from .architectures import get_architecture
+from .configuration import FlapConfig
+from .data import load_calibration_ids
+from .engine.layerwise import LayerwiseRunner
+from .layout import RECIPE_KEY
+from .methods.flap.method import plan_and_prune, score_layers
+from .plan import LayerPlan, PruningReport
+from .surgery import decoder_linear_parameters, record_layout
+
+logger = logging.getLogger(__name__)
+
+
+class FlapPruner:
+    """Prunes a transformers causal LM with the recipe in a `FlapConfig`.
+
+    Use `FlapPruner.from_pretrained(model_id, config=...)` then `prune()`, or
+    `FlapPruner(config).prune_model(model, tokenizer)` for a model already in memory.
+
+    Args:
+        config: the pruning recipe.
+        device: where decoder blocks run during calibration (default: where the model is). A model
+            kept on CPU can be calibrated on a GPU one block at a time.
+    """
+
+    def __init__(self, config: FlapConfig, device: str | torch.device | None = None) -> None:
+        if not isinstance(config, FlapConfig):
+            raise TypeError(f"config must be a FlapConfig, got {type(config).__name__}.")
+        self.config = config
+        self.device = device
+        self.model: nn.Module | None = None
+        self.tokenizer: Any = None
+        self.report: PruningReport | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name_or_path: str | os.PathLike,
+        config: FlapConfig,
+        device: str | torch.device | None = None,
+        **model_kwargs: Any,
+    ) -> FlapPruner:
+        """Load a model and its tokenizer (keyword arguments go to `AutoModelForCausalLM.from_pretrained`)."""
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        get_architecture(AutoConfig.from_pretrained(model_name_or_path))
+        model_kwargs.setdefault("dtype", "auto")
+        pruner = cls(config, device=device)
+        pruner.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
+        pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        return pruner
+
+    def prune(self) -> nn.Module:
+        """Prune the model loaded by `from_pretrained`; returns it (also kept as `self.model`)."""
+        if self.model is None:
+            raise RuntimeError("No model loaded: use FlapPruner.from_pretrained(...) or prune_model(model, tokenizer).")
+        return self.prune_model(self.model, self.tokenizer)
+
+    def prune_model(self, model: nn.Module, tokenizer: Any = None, physical: bool = True) -> nn.Module:
+        """Prune `model` in place and return it.
+
+        With `physical=False` the dense shapes are kept and removed rows are zeroed instead (the same
+        function, for inspection and comparison; such a model is not smaller).
+        """
+        arch = get_architecture(model)
+        config = self.config
+        start = time.perf_counter()
+        decoder_before = decoder_linear_parameters(model, arch)
+        total_before = sum(p.numel() for p in model.parameters())
+        plans = self._plans(model, arch, tokenizer, physical)
+        layout = record_layout(model, arch, plans, _group_size(model.config))
+        setattr(model.config, RECIPE_KEY, config.to_dict())
+        decoder_after = decoder_linear_parameters(model, arch) if physical else _kept_parameters(model, arch, plans)
+        self.report = PruningReport(
+            method=config.method,
+            structure=config.structure,
+            target_ratio=config.pruning_ratio,
+            achieved_ratio=1.0 - decoder_after / decoder_before,
+            decoder_parameters_before=decoder_before,
+            decoder_parameters_after=decoder_after,
+            parameters_before=total_before,
+            parameters_after=sum(p.numel() for p in model.parameters()),
+            seconds=time.perf_counter() - start,
+        )
+        model.config.pruning_config["achieved_ratio"] = round(self.report.achieved_ratio, 6)
+        logger.info(self.report.summary())
+        self.model, self.tokenizer, self.layout = model, tokenizer, layout
+        return model
+
+    def _plans(self, model: nn.Module, arch, tokenizer: Any, physical: bool) -> list[LayerPlan]:
+        config = self.config
+        if config.pruning_ratio == 0 and not config.remove_heads:
+            # nothing to remove: the model stays exactly as it was
+            return [_keep_everything(model.config) for _ in arch.decoder_layers(model)]
+        runner = None
+        if config.method != "magnitude-sp" or config.use_bias_compensation:
+            ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed)
+            runner = LayerwiseRunner(model, arch, ids, config.batch_size, device=self.device)
+        was_training, use_cache = model.training, getattr(model.config, "use_cache", None)
+        model.eval()
+        try:
+            calibration = score_layers(model, arch, config, runner)
+        finally:
+            model.train(was_training)
+            if use_cache is not None:
+                model.config.use_cache = use_cache
+        del runner
+        return plan_and_prune(model, arch, config, calibration, physical=physical)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`)."""
+        if self.model is None:
+            raise RuntimeError("Nothing to save: prune a model first.")
+        self.save(self.model, save_directory, tokenizer=self.tokenizer, **kwargs)
+
+    @staticmethod
+    def save(model: nn.Module, save_directory: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> None:
+        """Write safetensors, the patched config, the tokenizer and the recipe to `save_directory`."""
+        from .checkpoint import save_pruned_model
+
+        save_pruned_model(model, save_directory, tokenizer=tokenizer, **kwargs)
+
+
+def _group_size(config) -> int:
+    heads = config.num_attention_heads
+    return heads // (getattr(config, "num_key_value_heads", None) or heads)
+
+
+def _keep_everything(config) -> LayerPlan:
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return LayerPlan(torch.arange(kv_heads), torch.arange(config.intermediate_size))
+
+
+def _kept_parameters(model: nn.Module, arch, plans: list[LayerPlan]) -> int:
+    """Decoder linear parameters a mask-only model would have once physically pruned."""
+    from .surgery import attention_geometry, layer_cost
+
+    heads, kv_heads, head_dim = attention_geometry(model.config)
+    total = 0
+    for layer, plan in zip(arch.decoder_layers(model), plans):
+        cost = layer_cost(layer, arch, heads // kv_heads, head_dim, compensate=False)
+        removed = (kv_heads - plan.kept_groups.numel()) * cost.group_cost
+        removed += (model.config.intermediate_size - plan.kept_channels.numel()) * cost.channel_cost
+        total += cost.total - removed
+    return total

