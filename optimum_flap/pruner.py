@@ -14,8 +14,8 @@ from .architectures import get_architecture
 from .configuration import FlapConfig
 from .data import load_calibration_ids
 from .engine.layerwise import LayerwiseRunner
-from .layout import RECIPE_KEY
-from .methods.flap.method import plan_and_prune, score_layers
+from .layout import RECIPE_KEY, PruningLayout
+from .methods import get_method
 from .plan import LayerPlan, PruningReport
 from .surgery import decoder_linear_parameters, record_layout
 
@@ -42,6 +42,7 @@ class FlapPruner:
         self.model: nn.Module | None = None
         self.tokenizer: Any = None
         self.report: PruningReport | None = None
+        self.layout: PruningLayout | None = None
 
     @classmethod
     def from_pretrained(
@@ -103,20 +104,19 @@ class FlapPruner:
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
             return [_keep_everything(model.config) for _ in arch.decoder_layers(model)]
+        method = get_method(config.method)
         runner = None
-        if config.method != "magnitude-sp" or config.use_bias_compensation:
+        if method.needs_calibration(config):
             ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed)
             runner = LayerwiseRunner(model, arch, ids, config.batch_size, device=self.device)
         was_training, use_cache = model.training, getattr(model.config, "use_cache", None)
         model.eval()
         try:
-            calibration = score_layers(model, arch, config, runner)
+            return method.prune(model, arch, config, runner, physical)
         finally:
             model.train(was_training)
             if use_cache is not None:
                 model.config.use_cache = use_cache
-        del runner
-        return plan_and_prune(model, arch, config, calibration, physical=physical)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`)."""

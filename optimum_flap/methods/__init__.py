@@ -1,0 +1,40 @@
+"""Pruning methods, one sub-package each, behind one calling convention.
+
+A method receives the model, its architecture adapter, the config and a `LayerwiseRunner` over the
+calibration batch (None when it declares it needs no data), prunes the model in place and returns
+each layer's plan; the pruner then records the layout and the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..architectures import DecoderArchitecture
+from ..configuration import FlapConfig
+from ..engine.layerwise import LayerwiseRunner
+from ..plan import LayerPlan
+from .flap import method as flap
+
+
+@dataclass(frozen=True)
+class PruningMethod:
+    """How the pruner drives one method."""
+
+    prune: Callable[[nn.Module, DecoderArchitecture, FlapConfig, LayerwiseRunner | None, bool], list[LayerPlan]]
+    needs_calibration: Callable[[FlapConfig], bool]
+
+
+_FLAP_FAMILY = PruningMethod(prune=flap.prune_structured, needs_calibration=flap.needs_calibration)
+
+METHODS: dict[str, PruningMethod] = {
+    "flap": _FLAP_FAMILY,
+    "wanda-sp": _FLAP_FAMILY,
+    "magnitude-sp": _FLAP_FAMILY,
+}
+
+
+def get_method(name: str) -> PruningMethod:
+    return METHODS[name]

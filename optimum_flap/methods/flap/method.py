@@ -94,3 +94,20 @@ def plan_and_prune(
             physical=physical,
         )
     return plans
+
+
+def needs_calibration(config: FlapConfig) -> bool:
+    """magnitude-sp scores weights only; it needs data only for bias compensation."""
+    return config.method != "magnitude-sp" or config.use_bias_compensation
+
+
+def prune_structured(
+    model: nn.Module,
+    arch: DecoderArchitecture,
+    config: FlapConfig,
+    runner: LayerwiseRunner | None,
+    physical: bool = True,
+) -> list[LayerPlan]:
+    """Score every layer on the dense model, then select and remove units in one shot."""
+    calibration = score_layers(model, arch, config, runner)
+    return plan_and_prune(model, arch, config, calibration, physical=physical)

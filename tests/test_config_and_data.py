@@ -1,0 +1,199 @@
+"""FlapConfig validation and serialisation, calibration data, statistics, and refused models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_models import calibration_ids, tiny_model
+
+from optimum_flap import (
+    BudgetError,
+    CalibrationDataError,
+    FlapConfig,
+    FlapPruner,
+    UnsupportedArchitectureError,
+    __version__,
+)
+from optimum_flap.data import load_calibration_ids
+from optimum_flap.engine.statistics import ChannelStatistics
+from optimum_flap.methods.flap.scores import channel_scores, standardize
+
+
+@pytest.mark.parametrize(
+    "field,value,allowed",
+    [
+        ("method", "sparsegpt", "flap, wanda-sp, magnitude-sp"),
+        ("pruning_ratio", 1.0, "[0, 1)"),
+        ("pruning_ratio", -0.1, "[0, 1)"),
+        ("pruning_ratio", "0.2", "[0, 1)"),
+        ("metric", "WIFV", "wifv, ifv, wifn"),
+        ("structure", "AL-XX", "UL-UM, UL-MM, AL-MM, AL-AM"),
+        ("num_samples", 0, "a positive int"),
+        ("seq_len", 1.5, "a positive int"),
+        ("batch_size", True, "a positive int"),
+        ("min_head_groups", 0, "a positive int"),
+        ("seed", "zero", "an int"),
+        ("bias_compensation", "yes", "True, False or None"),
+        ("dataset", "no-such-dataset", "'wikitext2', 'c4'"),
+        ("dataset", [], "a non-empty list"),
+    ],
+)
+def test_bad_values_name_the_field_value_and_what_is_allowed(field, value, allowed):
+    with pytest.raises(ValueError) as err:
+        FlapConfig(**{field: value})
+    message = str(err.value)
+    assert f"{field}={value!r}" in message or field in message
+    assert allowed in message
+
+
+def test_manual_structures_need_remove_heads_and_others_refuse_it():
+    with pytest.raises(ValueError, match="remove_heads=None.*UL-MM"):
+        FlapConfig(structure="UL-MM")
+    with pytest.raises(ValueError, match="remove_heads=4.*only applies to UL-MM, AL-MM"):
+        FlapConfig(structure="AL-AM", remove_heads=4)
+
+
+def test_unknown_argument_is_refused():
+    with pytest.raises(ValueError, match="unknown argument.*'nsamples'"):
+        FlapConfig(nsamples=12)
+
+
+def test_round_trip_dict_and_json(tmp_path):
+    config = FlapConfig(method="wanda-sp", pruning_ratio=0.3, structure="UL-MM", remove_heads=4,
+                        dataset="c4", num_samples=64, seq_len=32, seed=3)
+    data = config.to_dict()
+    assert data["optimum_flap_version"] == __version__
+    assert FlapConfig.from_dict(data) == config
+    config.save_pretrained(tmp_path)
+    assert FlapConfig.from_pretrained(tmp_path) == config
+    assert json.loads((tmp_path / "flap_config.json").read_text())["structure"] == "UL-MM"
+
+
+def test_bias_compensation_defaults_per_method():
+    assert FlapConfig(method="flap").use_bias_compensation
+    assert not FlapConfig(method="wanda-sp").use_bias_compensation
+    assert FlapConfig(method="magnitude-sp", bias_compensation=True).use_bias_compensation
+
+
+def test_unsupported_model_lists_supported_architectures():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    with pytest.raises(UnsupportedArchitectureError, match="model_type='gpt2'.*llama, mistral, qwen2, qwen3"):
+        FlapPruner(FlapConfig(dataset=calibration_ids())).prune_model(model)
+
+
+def test_remove_heads_must_be_whole_gqa_groups():
+    config = FlapConfig(structure="AL-MM", remove_heads=3, dataset=calibration_ids())
+    with pytest.raises(BudgetError, match="remove_heads=3 is not a multiple of the group size 2"):
+        FlapPruner(config).prune_model(tiny_model("llama-gqa"))
+
+
+def test_impossible_manual_budget_is_a_clear_error():
+    config = FlapConfig(structure="AL-MM", remove_heads=48, dataset=calibration_ids())
+    with pytest.raises(BudgetError, match="Cannot remove 48 head groups: only 21 can go"):
+        FlapPruner(config).prune_model(tiny_model("llama-mha"))
+
+
+class CharTokenizer:
+    """Enough of a tokenizer for the data loader: one id per character."""
+
+    def __call__(self, text, add_special_tokens=False):
+        if isinstance(text, list):
+            return {"input_ids": [[ord(c) % 128 for c in t] for t in text]}
+        return {"input_ids": [ord(c) % 128 for c in text]}
+
+
+def test_stream_sampling_is_deterministic_and_seed_dependent(tmp_path):
+    path = tmp_path / "calib.txt"
+    path.write_text("\n".join(f"line {i} of the calibration text" for i in range(200)))
+    a = load_calibration_ids(str(path), CharTokenizer(), 8, 32, seed=0)
+    b = load_calibration_ids(str(path), CharTokenizer(), 8, 32, seed=0)
+    c = load_calibration_ids(str(path), CharTokenizer(), 8, 32, seed=1)
+    assert a.shape == (8, 32) and a.dtype == torch.long
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_documents_are_sampled_from_long_enough_records(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    records = [{"text": "short"}] * 5 + [{"text": "x" * 50 + str(i) * 50} for i in range(10)]
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    ids = load_calibration_ids(str(path), CharTokenizer(), 6, 40, seed=0)
+    assert ids.shape == (6, 40)
+    assert not (ids == ord("s")).all(dim=1).any()  # no window from the short records
+
+
+def test_too_little_text_is_a_clear_error(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text("only a few characters")
+    with pytest.raises(CalibrationDataError, match="fewer than num_samples x seq_len = 4 x 16 = 64"):
+        load_calibration_ids(str(path), CharTokenizer(), 4, 16, seed=0)
+
+
+def test_bad_records_and_suffixes_are_clear_errors(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"content": "no text field"}))
+    with pytest.raises(CalibrationDataError, match="string 'text' field"):
+        load_calibration_ids(str(path), CharTokenizer(), 1, 4, seed=0)
+    other = tmp_path / "data.csv"
+    other.write_text("a,b")
+    with pytest.raises(CalibrationDataError, match="allowed suffixes: .txt, .raw, .tokens, .jsonl, .json"):
+        load_calibration_ids(str(other), CharTokenizer(), 1, 4, seed=0)
+
+
+def test_named_dataset_offline_names_the_local_alternative(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(CalibrationDataError, match="sample_c4-rp1.jsonl"):
+        load_calibration_ids("c4", CharTokenizer(), 4, 16, seed=0)
+    with pytest.raises(CalibrationDataError, match="wiki.valid.tokens"):
+        load_calibration_ids("wikitext2", CharTokenizer(), 4, 16, seed=0)
+
+
+def test_pretokenized_ids_are_used_verbatim_and_validated():
+    ids = calibration_ids(3, 5)
+    assert load_calibration_ids(ids, None, 99, 99, seed=0).tolist() == ids
+    with pytest.raises(CalibrationDataError, match="equal-length"):
+        load_calibration_ids([[1, 2, 3], [1, 2]], None, 2, 3, seed=0)
+
+
+def test_list_of_strings_is_a_stream():
+    texts = [f"sentence number {i} in a list" for i in range(30)]
+    ids = load_calibration_ids(texts, CharTokenizer(), 4, 24, seed=0)
+    assert ids.shape == (4, 24)
+
+
+def test_statistics_match_a_direct_float64_computation_for_fp16_inputs():
+    torch.manual_seed(0)
+    chunks = [(torch.randn(3, 17, 6) * 4 + 1000).half() for _ in range(5)]
+    stats = ChannelStatistics()
+    for chunk in chunks:
+        stats.update(chunk)
+    everything = torch.cat([c.reshape(-1, 6) for c in chunks]).double()
+    assert stats.count == 5 * 3 * 17
+    torch.testing.assert_close(stats.mean.double(), everything.mean(0), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(stats.variance.double(), everything.var(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(stats.mean_square.double(), (everything**2).mean(0), rtol=1e-5, atol=1e-2)
+
+
+def test_metric_formulas_against_hand_computation():
+    torch.manual_seed(0)
+    x = torch.randn(50, 4) * torch.tensor([1.0, 2.0, 0.5, 3.0])
+    w = torch.randn(3, 4)
+    stats = ChannelStatistics()
+    stats.update(x)
+    var = x.var(0)
+    torch.testing.assert_close(channel_scores("flap", "ifv", w, stats), var)
+    torch.testing.assert_close(channel_scores("flap", "wifv", w, stats), var * (w**2).sum(0))
+    torch.testing.assert_close(channel_scores("flap", "wifn", w, stats),
+                               (w.abs() * (x**2).mean(0).sqrt()).mean(0))
+    torch.testing.assert_close(channel_scores("wanda-sp", "wifv", w, stats), w.abs().mean(0) * x.norm(dim=0))
+    torch.testing.assert_close(channel_scores("magnitude-sp", "wifv", w, None), w.norm(dim=0))
+    z = standardize(torch.tensor([1.0, 2.0, 3.0, 6.0]))
+    assert z.mean().abs() < 1e-6 and (z.std() - 1).abs() < 1e-6
