@@ -275,3 +275,10 @@ def test_magnitude_sp_without_compensation_needs_no_data():
     assert kept < norms.numel()
     torch.testing.assert_close(model.model.layers[0].mlp.down_proj.weight.norm(dim=0).sort().values,
                                norms.sort(descending=True).values[:kept].sort().values)
+
+
+def test_calibration_memory_does_not_depend_on_max_position_embeddings():
+    """A context window of 16M positions would not fit if anything were sized by it."""
+    model = tiny_model("llama-gqa", max_position_embeddings=1 << 24)
+    pruned, report = prune(model, pruning_ratio=0.3)
+    assert report.achieved_ratio > 0.2

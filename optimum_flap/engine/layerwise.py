@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..architectures import DecoderArchitecture
 
@@ -154,10 +153,6 @@ class LayerwiseRunner:
         finally:
             for handle in handles:
                 handle.remove()
-
-    def iterate_layers(self, description: str) -> Iterator[int]:
-        """Layer indices with a tqdm progress bar."""
-        return iter(tqdm(range(self.num_layers), desc=description, unit="layer"))
 
 
 def _input_hook(observer: InputObserver) -> Callable[[nn.Module, tuple], None]:
