@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .architectures import get_architecture
+from .checkpoint import CheckpointPlan, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
 from .engine.layerwise import LayerwiseRunner
@@ -118,18 +119,33 @@ class FlapPruner:
             if use_cache is not None:
                 model.config.use_cache = use_cache
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> CheckpointPlan:
         """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`)."""
         if self.model is None:
             raise RuntimeError("Nothing to save: prune a model first.")
-        self.save(self.model, save_directory, tokenizer=self.tokenizer, **kwargs)
+        return self.save(self.model, save_directory, tokenizer=self.tokenizer, **kwargs)
 
     @staticmethod
-    def save(model: nn.Module, save_directory: str | os.PathLike, tokenizer: Any = None, **kwargs: Any) -> None:
-        """Write safetensors, the patched config, the tokenizer and the recipe to `save_directory`."""
-        from .checkpoint import save_pruned_model
+    def save(
+        model: nn.Module, save_directory: str | os.PathLike, tokenizer: Any = None, **kwargs: Any
+    ) -> CheckpointPlan:
+        """Write safetensors, the patched config, the tokenizer and the recipe to `save_directory`.
 
-        save_pruned_model(model, save_directory, tokenizer=tokenizer, **kwargs)
+        Keyword arguments go to `save_pruned_model` (`overwrite`, `max_shard_size`, `checkpoint_format`);
+        the returned plan says which checkpoint kind was written and why.
+        """
+        return save_pruned_model(model, save_directory, tokenizer=tokenizer, **kwargs)
+
+    @staticmethod
+    def recover(model: nn.Module, tokenizer: Any, recovery_config: Any, **kwargs: Any) -> nn.Module:
+        """LoRA recovery fine-tuning of a pruned model; returns it merged (or the PEFT model with `merge=False`).
+
+        Keyword arguments (`merge`, `save_directory`, `resume_from_checkpoint`, ...) go to
+        `optimum_flap.recovery.recover`, which returns the full `RecoveryResult`.
+        """
+        from .recovery import recover
+
+        return recover(model, tokenizer, recovery_config, **kwargs).model
 
 
 def _group_size(config) -> int:

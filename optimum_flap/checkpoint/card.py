@@ -1,0 +1,156 @@
+"""Model card (README.md) for a pruned checkpoint: what was pruned, how much, and how to load it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from huggingface_hub import ModelCard, ModelCardData
+from torch import nn
+
+from ..architectures import get_architecture
+from ..layout import RECIPE_KEY
+
+if TYPE_CHECKING:
+    from .save import CheckpointPlan
+
+CARD_TAGS = ["pruned", "flap", "structured-pruning", "optimum-flap"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _layer_linear_params(hidden: int, head_dim: int, heads: int, kv_heads: int, inter: int) -> int:
+    """Weights of q, k, v, o, gate, up and down in one decoder layer (FLAP's pruning budget)."""
+    return 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * inter
+
+
+def pruning_stats(model: nn.Module, plan: CheckpointPlan) -> dict[str, Any]:
+    """Parameter counts of the pruned model and the ratio actually removed.
+
+    `achieved_ratio` uses FLAP's definition: the fraction of the decoder layers' linear weights
+    (q/k/v/o/gate/up/down) removed; embeddings, norms and the LM head are not counted.
+    """
+    hidden = model.config.hidden_size
+    dense = plan.dense_sizes
+    n_layers = len(plan.layout.layers)
+    dense_linear = n_layers * _layer_linear_params(
+        hidden, plan.head_dim, dense["num_attention_heads"], dense["num_key_value_heads"], dense["intermediate_size"]
+    )
+    pruned_linear = sum(
+        _layer_linear_params(
+            hidden, plan.head_dim, la.num_attention_heads, la.num_key_value_heads, la.intermediate_size
+        )
+        for la in plan.layout.layers
+    )
+    total = sum(p.numel() for p in model.parameters())  # parameters() counts tied weights once
+    return {
+        "total_parameters": total,
+        "dense_decoder_linear_parameters": dense_linear,
+        "pruned_decoder_linear_parameters": pruned_linear,
+        "achieved_ratio": 1.0 - pruned_linear / dense_linear if dense_linear else 0.0,
+    }
+
+
+def _hub_id(base_model: str | None) -> str | None:
+    """`base_model` if it looks like a Hub repo id (a local path is not valid card metadata)."""
+    if base_model and _HUB_ID.match(base_model) and not os.path.exists(base_model):
+        return base_model
+    return None
+
+
+def build_model_card(
+    model: nn.Module, *, plan: CheckpointPlan, base_model: str | None = None, repo_id: str | None = None
+) -> ModelCard:
+    """A `huggingface_hub.ModelCard` describing a pruned checkpoint.
+
+    Card data: `base_model` (when it is a Hub id), the tags `pruned`, `flap`,
+    `structured-pruning`, `optimum-flap`, `library_name: transformers`. Body: the recipe, the
+    achieved ratio, parameter counts, per-layer sizes, and how to load the checkpoint.
+    """
+    from .save import REMOTE_CODE_FORMAT
+
+    stats = pruning_stats(model, plan)
+    recipe = getattr(plan.config, RECIPE_KEY, None) or {}
+    family = get_architecture(model).model_type
+    hub_base = _hub_id(base_model)
+    data = ModelCardData(
+        base_model=hub_base,
+        tags=list(CARD_TAGS),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+    )
+    name = repo_id or "path/to/this/checkpoint"
+    source = f"[`{hub_base}`](https://huggingface.co/{hub_base})" if hub_base else f"`{base_model or 'a dense model'}`"
+    ratio = stats["achieved_ratio"]
+    lines = [
+        f"# {repo_id.split('/')[-1] if repo_id else 'Pruned model'}",
+        "",
+        f"A structurally pruned version of {source} ({family} architecture), produced with "
+        "optimum-flap "
+        f"({recipe.get('method', 'flap')}, structure {recipe.get('structure', 'n/a')}). "
+        "Attention heads and MLP channels were removed; no weights were retrained.",
+        "",
+        "## Pruning results",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| requested ratio | {recipe.get('pruning_ratio', 'n/a')} |",
+        f"| achieved ratio (decoder linear weights removed) | {ratio:.4f} |",
+        f"| decoder linear weights, dense | {stats['dense_decoder_linear_parameters']:,} |",
+        f"| decoder linear weights, pruned | {stats['pruned_decoder_linear_parameters']:,} |",
+        f"| total parameters (pruned model) | {stats['total_parameters']:,} |",
+        f"| checkpoint format | `{plan.checkpoint_format}` |",
+        "",
+        "Per-layer sizes (query heads / key-value heads / MLP channels):",
+        "",
+        "| layer | heads | kv heads | MLP channels |",
+        "|---|---|---|---|",
+        *(
+            f"| {i} | {la.num_attention_heads} | {la.num_key_value_heads} | {la.intermediate_size} |"
+            for i, la in enumerate(plan.layout.layers)
+        ),
+        "",
+        "## Recipe",
+        "",
+        "```json",
+        json.dumps(recipe, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "## How to load",
+        "",
+    ]
+    if plan.checkpoint_format == REMOTE_CODE_FORMAT:
+        lines += [
+            "The layers have different sizes, so this checkpoint ships a small model definition "
+            "(`modeling_flap_*.py`, importing only torch and transformers). With plain transformers:",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True)',
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            "```",
+            "",
+            "or, with optimum-flap installed, no flag is needed:",
+            "",
+            "```python",
+            "import optimum_flap  # registers the pruned model classes",
+            "from transformers import AutoModelForCausalLM",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{name}")',
+            "```",
+        ]
+    else:
+        lines += [
+            "Every layer has the same sizes, so this is a stock transformers checkpoint; no extra code is needed:",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{name}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            "```",
+        ]
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
+    return ModelCard(content)

@@ -1,0 +1,406 @@
+"""Write a pruned model as a checkpoint that plain transformers reloads, and load it back.
+
+Two kinds of checkpoint (see docs/checkpoint-format.md):
+
+* `"stock"`: every layer has the same sizes and the stock config can express them and the biases,
+  so config.json keeps the stock `model_type` and no code is needed at all.
+* `"flap-remote-code"`: anything else. config.json has model_type `flap_<family>`, the per-layer
+  sizes in transformers' native `per_layer_config`, and an `auto_map` to the small model files
+  saved alongside (imports torch and transformers only). Plain transformers loads it with
+  `trust_remote_code=True`; after `import optimum_flap` no flag is needed.
+
+The format is chosen automatically. Saving is atomic: everything is written to a temporary
+directory next to the target, which is then moved into place.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub.errors import StrictDataclassError
+from torch import nn
+
+from ..architectures import DecoderArchitecture, get_architecture
+from ..layout import LAYOUT_KEY, RECIPE_KEY, LayerLayout, PruningLayout
+from ..models import ModelFamily, get_family, register_auto_classes
+
+#: config.json key naming which kind of checkpoint a directory holds
+FORMAT_KEY = "checkpoint_format"
+STOCK_FORMAT = "stock"
+REMOTE_CODE_FORMAT = "flap-remote-code"
+CHECKPOINT_FORMATS = (STOCK_FORMAT, REMOTE_CODE_FORMAT)
+#: config.json key holding the dense model's sizes (the stock format overwrites the global ones)
+DENSE_SIZES_KEY = "dense_sizes"
+
+_SIZE_KEYS = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
+#: config keys that describe one saved form and are rebuilt on every save
+_FORM_KEYS = (
+    "model_type",
+    "auto_map",
+    "architectures",
+    "per_layer_config",
+    "serialize_explicit_per_layer_config",
+    "transformers_version",
+    "attention_output_bias",
+    "mlp_output_bias",
+    FORMAT_KEY,
+    LAYOUT_KEY,
+    RECIPE_KEY,
+    DENSE_SIZES_KEY,
+)
+#: families whose q/k/v projections always carry a bias, with no config flag (Qwen2)
+_FIXED_QKV_BIAS = {"qwen2": True}
+
+
+class CheckpointError(ValueError):
+    """The model cannot be written as a pruned checkpoint (inconsistent sizes, unsupported bias...)."""
+
+
+@dataclass
+class _Measured:
+    """What the modules of a (pruned) model actually hold."""
+
+    head_dim: int
+    sizes: list[tuple[int, int, int]]
+    #: module short name -> "has a bias" in any layer
+    any_bias: dict[str, bool] = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32
+
+
+@dataclass
+class CheckpointPlan:
+    """How a model will be written: which format, with which config, and why."""
+
+    checkpoint_format: str
+    config: Any
+    model_class: type
+    reason: str
+    layout: PruningLayout
+    dense_sizes: dict[str, int]
+    head_dim: int
+
+
+def _config_get(config: Any, key: str, default: Any = None) -> Any:
+    """Read a global config value even on a heterogeneous (per-layer) config."""
+    getter = getattr(config, "_getattr_without_heterogeneous_validation", None)
+    if getter is not None:
+        return getter(key, default)
+    return getattr(config, key, default)
+
+
+def _measure(model: nn.Module, arch: DecoderArchitecture) -> _Measured:
+    config = model.config
+    head_dim = _config_get(config, "head_dim") or (
+        _config_get(config, "hidden_size") // _config_get(config, "num_attention_heads")
+    )
+    names = {
+        "q": (arch.attention_name, arch.query),
+        "k": (arch.attention_name, arch.key),
+        "v": (arch.attention_name, arch.value),
+        "o": (arch.attention_name, arch.attention_output),
+        "gate": (arch.mlp_name, arch.gate),
+        "up": (arch.mlp_name, arch.up),
+        "down": (arch.mlp_name, arch.mlp_output),
+    }
+    any_bias = dict.fromkeys(names, False)
+    sizes = []
+    for idx, layer in enumerate(arch.decoder_layers(model)):
+        mods = {short: getattr(getattr(layer, parent), child) for short, (parent, child) in names.items()}
+        q_out, kv_out, inter = mods["q"].out_features, mods["k"].out_features, mods["gate"].out_features
+        if q_out % head_dim or kv_out % head_dim or mods["v"].out_features != kv_out:
+            raise CheckpointError(
+                f"Layer {idx}: q_proj/k_proj/v_proj widths ({q_out}, {kv_out}, {mods['v'].out_features}) "
+                f"are not whole heads of head_dim={head_dim}."
+            )
+        heads, kv_heads = q_out // head_dim, kv_out // head_dim
+        if (
+            mods["o"].in_features != q_out
+            or mods["up"].out_features != inter
+            or mods["down"].in_features != inter
+            or heads < 1
+            or kv_heads < 1
+            or inter < 1
+            or heads % kv_heads
+        ):
+            raise CheckpointError(
+                f"Layer {idx}: inconsistent pruned shapes (heads={heads}, kv_heads={kv_heads}, "
+                f"o_proj in={mods['o'].in_features}, gate/up/down={inter}/{mods['up'].out_features}/"
+                f"{mods['down'].in_features})."
+            )
+        sizes.append((heads, kv_heads, inter))
+        for short, mod in mods.items():
+            any_bias[short] = any_bias[short] or mod.bias is not None
+    dtype = next(model.parameters()).dtype
+    return _Measured(head_dim=head_dim, sizes=sizes, any_bias=any_bias, dtype=dtype)
+
+
+def _layout_for(model: nn.Module, measured: _Measured) -> PruningLayout:
+    """The recorded layout, checked against the modules; derived from them when absent."""
+    attn_out, mlp_out = measured.any_bias["o"], measured.any_bias["down"]
+    recorded = PruningLayout.from_config(model.config)
+    if recorded is None:
+        layers = [LayerLayout(h, kv, i, []) for h, kv, i in measured.sizes]
+        return PruningLayout(layers, attn_out, mlp_out)
+    recorded_sizes = [(la.num_attention_heads, la.num_key_value_heads, la.intermediate_size) for la in recorded.layers]
+    if recorded_sizes != measured.sizes:
+        raise CheckpointError(
+            f"config.{LAYOUT_KEY} does not match the model's modules: recorded {recorded_sizes}, "
+            f"found {measured.sizes}."
+        )
+    return PruningLayout(recorded.layers, attn_out, mlp_out)
+
+
+def _dense_sizes(config: Any) -> dict[str, int]:
+    recorded = getattr(config, DENSE_SIZES_KEY, None)
+    if isinstance(recorded, dict) and all(k in recorded for k in _SIZE_KEYS):
+        return {k: int(recorded[k]) for k in _SIZE_KEYS}
+    heads = _config_get(config, "num_attention_heads")
+    kv_heads = _config_get(config, "num_key_value_heads") or heads
+    return {
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "intermediate_size": _config_get(config, "intermediate_size"),
+    }
+
+
+def _base_config_dict(config: Any) -> dict[str, Any]:
+    data = config.to_dict()
+    for key in _FORM_KEYS:
+        data.pop(key, None)
+    return data
+
+
+def _bias_flags(family: ModelFamily, arch: DecoderArchitecture, measured: _Measured, config: Any) -> dict:
+    """Stock bias flags needed for the input-side biases the modules carry; errors if inexpressible."""
+    bias = measured.any_bias
+    flags: dict[str, bool] = {}
+    if arch.attention_bias_flag:
+        flags[arch.attention_bias_flag] = bool(
+            _config_get(config, arch.attention_bias_flag, False) or bias["q"] or bias["k"] or bias["v"]
+        )
+    elif (bias["q"] or bias["k"] or bias["v"]) and not _FIXED_QKV_BIAS.get(family.base_model_type, False):
+        raise CheckpointError(f"{family.base_model_type} cannot hold q_proj/k_proj/v_proj biases.")
+    if arch.mlp_bias_flag:
+        flags[arch.mlp_bias_flag] = bool(_config_get(config, arch.mlp_bias_flag, False) or bias["gate"] or bias["up"])
+    elif bias["gate"] or bias["up"]:
+        raise CheckpointError(f"{family.base_model_type} cannot hold gate_proj/up_proj biases.")
+    return flags
+
+
+def _stock_blocker(
+    family: ModelFamily, arch: DecoderArchitecture, layout: PruningLayout, measured: _Measured
+) -> str | None:
+    """Why the stock config cannot describe this model, or None if it can."""
+    if not layout.is_uniform():
+        return "layers have different sizes"
+    if measured.any_bias["o"] and not arch.attention_bias_flag:
+        return f"stock {family.base_model_type} has no o_proj bias"
+    if measured.any_bias["down"] and not arch.mlp_bias_flag:
+        return f"stock {family.base_model_type} has no down_proj bias"
+    return None
+
+
+def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> CheckpointPlan:
+    """Decide how `model` will be saved: `"auto"` picks the stock format whenever it is exact."""
+    if checkpoint_format not in ("auto", *CHECKPOINT_FORMATS):
+        raise ValueError(f"checkpoint_format must be 'auto' or one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}.")
+    arch = get_architecture(model)
+    family = get_family(arch.model_type)
+    config = model.config
+    measured = _measure(model, arch)
+    layout = _layout_for(model, measured)
+    flags = _bias_flags(family, arch, measured, config)
+    dense = _dense_sizes(config)
+    base = _base_config_dict(config)
+    base["head_dim"] = measured.head_dim
+    extras = {
+        LAYOUT_KEY: layout.to_dict(),
+        RECIPE_KEY: copy.deepcopy(getattr(config, RECIPE_KEY, None)),
+        DENSE_SIZES_KEY: dense,
+    }
+
+    blocker = _stock_blocker(family, arch, layout, measured)
+    stock_config = None
+    if blocker is None and checkpoint_format != REMOTE_CODE_FORMAT:
+        heads, kv_heads, inter = measured.sizes[0]
+        stock_flags = dict(flags)
+        if measured.any_bias["o"]:
+            stock_flags[arch.attention_bias_flag] = True
+        if measured.any_bias["down"]:
+            stock_flags[arch.mlp_bias_flag] = True
+        sizes = {"num_attention_heads": heads, "num_key_value_heads": kv_heads, "intermediate_size": inter}
+        try:
+            stock_config = family.stock_config_class(**{**base, **sizes, **stock_flags})
+        except (ValueError, TypeError, StrictDataclassError) as err:  # LlamaConfig: hidden % heads != 0
+            blocker = f"the stock config rejects these sizes ({err})"
+    if stock_config is not None:
+        for key, value in {FORMAT_KEY: STOCK_FORMAT, **extras}.items():
+            setattr(stock_config, key, value)
+        return CheckpointPlan(
+            STOCK_FORMAT, stock_config, family.stock_model_class, "uniform sizes the stock config can express",
+            layout, dense, measured.head_dim,
+        )
+    if checkpoint_format == STOCK_FORMAT:
+        raise CheckpointError(f"This model cannot be saved in the stock format: {blocker}.")
+
+    per_layer = {
+        idx: {"num_attention_heads": h, "num_key_value_heads": kv, "intermediate_size": i}
+        for idx, (h, kv, i) in enumerate(measured.sizes)
+    }
+    flap_config = family.flap_config_class(
+        **{**base, **flags},
+        attention_output_bias=measured.any_bias["o"],
+        mlp_output_bias=measured.any_bias["down"],
+        per_layer_config=per_layer,
+    )
+    # write every layer's sizes, not just those that differ from the dense (global) values
+    flap_config.serialize_explicit_per_layer_config = True
+    for key, value in {FORMAT_KEY: REMOTE_CODE_FORMAT, **extras}.items():
+        setattr(flap_config, key, value)
+    reason = blocker or "requested"
+    return CheckpointPlan(
+        REMOTE_CODE_FORMAT, flap_config, family.flap_model_class, reason, layout, dense, measured.head_dim
+    )
+
+
+def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
+    """A model of the target class whose tensors are the source model's (no copy, source untouched).
+
+    Biases the target class has but the source lacks (e.g. the zero q/k/v biases that let a stock
+    Llama hold an o_proj bias) are added as zeros; any other difference is an error.
+    """
+    if plan.checkpoint_format == REMOTE_CODE_FORMAT:
+        register_auto_classes()  # so the model files travel with the weights
+    with torch.device("meta"):
+        export = plan.model_class(copy.deepcopy(plan.config))
+    expected = export.state_dict()
+    source = model.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for key, meta in expected.items():
+        tensor = source.get(key)
+        if tensor is None:
+            weight = source.get(key[: -len("bias")] + "weight") if key.endswith(".bias") else None
+            if weight is None:
+                raise CheckpointError(f"The model has no tensor for {key!r}.")
+            tensor = torch.zeros(meta.shape, dtype=weight.dtype, device=weight.device)
+        elif tuple(tensor.shape) != tuple(meta.shape):
+            raise CheckpointError(f"{key}: shape {tuple(tensor.shape)} but the config implies {tuple(meta.shape)}.")
+        state[key] = tensor
+    unexpected = sorted(set(source) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"These tensors would be lost on reload: {unexpected[:8]}.")
+    export.load_state_dict(state, strict=True, assign=True)
+    export.tie_weights()
+    # non-persistent buffers (rotary frequencies) are never saved; keep them off the meta device anyway
+    for name, buf in export.named_buffers():
+        if buf.is_meta:
+            owner, _, attr = name.rpartition(".")
+            src_buf = dict(model.named_buffers()).get(name)
+            if src_buf is not None and src_buf.shape == buf.shape:
+                setattr(export.get_submodule(owner) if owner else export, attr, src_buf)
+    if getattr(model, "generation_config", None) is not None:
+        export.generation_config = copy.deepcopy(model.generation_config)
+    return export
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory.")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"{target} is not empty; refusing to overwrite it. Pass overwrite=True to replace its contents, "
+            "or choose another directory."
+        )
+
+
+def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
+    _check_target(target, overwrite)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
+    os.replace(target, backup)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        os.replace(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def save_pruned_model(
+    model: nn.Module,
+    save_directory: str | os.PathLike,
+    tokenizer: Any = None,
+    *,
+    max_shard_size: int | str = "5GB",
+    overwrite: bool = False,
+    checkpoint_format: str = "auto",
+    model_card: bool = True,
+    base_model: str | None = None,
+) -> CheckpointPlan:
+    """Save a pruned model (safetensors, patched config, tokenizer, recipe) to `save_directory`.
+
+    Args:
+        model: a pruned `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM` /
+            `Qwen3ForCausalLM` (or one reloaded from a pruned checkpoint). It is not modified.
+        save_directory: target directory; created if missing. Must be absent or empty unless
+            `overwrite=True`. Nothing appears there until the whole checkpoint is written.
+        tokenizer: saved alongside when given, so `AutoTokenizer` loads from the same directory.
+        max_shard_size: larger checkpoints are split into safetensors shards of this size.
+        overwrite: replace a non-empty `save_directory`.
+        checkpoint_format: `"auto"` (stock when exact, else `"flap-remote-code"`), `"stock"` (error
+            if impossible) or `"flap-remote-code"`.
+        model_card: also write a README.md model card.
+        base_model: Hub id of the dense model for the card (default: the model's `name_or_path`).
+
+    Returns:
+        The `CheckpointPlan` that was written (its `checkpoint_format` says which kind).
+    """
+    target = Path(save_directory).expanduser().absolute()
+    _check_target(target, overwrite)
+    plan = plan_checkpoint(model, checkpoint_format)
+    export = _export_model(model, plan)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        export.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+        if model_card:
+            from .card import build_model_card
+
+            card = build_model_card(model, plan=plan, base_model=base_model or _name_or_path(model))
+            card.save(staging / "README.md")
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+        _move_into_place(staging, target, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return plan
+
+
+def _name_or_path(model: nn.Module) -> str | None:
+    return getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None
+
+
+def load_pruned_model(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
+    """Load a checkpoint written by `save_pretrained` (either kind), in the dtype it was saved in.
+
+    Keyword arguments go to `AutoModelForCausalLM.from_pretrained` (`device_map`, `dtype`, ...).
+    """
+    from transformers import AutoModelForCausalLM
+
+    register_auto_classes()
+    kwargs.setdefault("dtype", "auto")
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)

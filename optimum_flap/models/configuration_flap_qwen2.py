@@ -1,0 +1,42 @@
+"""Configuration of a Qwen2 model pruned by optimum-flap (layers of different sizes).
+
+Copied next to the weights of a pruned checkpoint; imports only transformers (and huggingface_hub,
+which transformers itself depends on for its `@strict` configs).
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import Qwen2Config
+
+from .flap_common import validate_layer_sizes
+
+
+@strict
+class FlapQwen2Config(Qwen2Config):
+    """`Qwen2Config` plus per-layer sizes.
+
+    The global sizes (`num_attention_heads`, `num_key_value_heads`, `intermediate_size`) are the dense
+    model's; each pruned layer's sizes are in `per_layer_config` (transformers' native per-layer
+    schema). `attention_output_bias` / `mlp_output_bias` add a bias to `o_proj` / `down_proj` only.
+    """
+
+    model_type = "flap_qwen2"
+    #: the stock family this model is a pruned version of
+    base_model_type = "qwen2"
+
+    #: Qwen2Config has no `head_dim` field; a pruned model must state it explicitly
+    head_dim: int | None = None
+    attention_output_bias: bool = False
+    mlp_output_bias: bool = False
+    checkpoint_format: str = "flap-remote-code"
+
+    def __post_init__(self, **kwargs):
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Check each layer's sizes instead of the dense `hidden_size % num_attention_heads` rule."""
+        validate_layer_sizes(self)
+
+
+__all__ = ["FlapQwen2Config"]
