@@ -1,0 +1,48 @@
+"""Where the evaluation data lives.
+
+The project never ships data: evaluation reads the shared, checksummed copies under
+``../shared/data`` (relative to the working directory) or a directory named by the environment
+variable ``OPTIMUM_FLAP_DATA_DIR``. Keeping that lookup in one place means perplexity, the zero-shot
+tasks and the tests all agree on which files they score.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: environment variable that overrides the data root
+DATA_DIR_ENV = "OPTIMUM_FLAP_DATA_DIR"
+#: default data root, relative to the current working directory (the repository root in CI)
+DEFAULT_DATA_DIR = Path("..") / "shared" / "data"
+
+#: file of the WikiText-2 raw test split, relative to the data root
+WIKITEXT2_TEST = Path("wikitext2") / "wiki.test.raw"
+#: directory of the zero-shot task files, relative to the data root
+ZEROSHOT_DIR = Path("zeroshot")
+
+
+def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the data root: ``explicit`` if given, else ``$OPTIMUM_FLAP_DATA_DIR``, else ``../shared/data``.
+
+    The path is not required to exist; callers decide whether a missing file is an error or a
+    reason to fall back to the Hub.
+    """
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_DATA_DIR
+
+
+def zeroshot_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Return the directory holding one sub-directory per zero-shot task.
+
+    ``explicit`` may be the data root (containing ``zeroshot/``) or the ``zeroshot`` directory
+    itself, so both ``data_dir="../shared/data"`` and ``data_dir="../shared/data/zeroshot"`` work.
+    """
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        return root / ZEROSHOT_DIR if (root / ZEROSHOT_DIR).is_dir() else root
+    return data_dir() / ZEROSHOT_DIR
