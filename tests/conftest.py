@@ -22,24 +22,9 @@ CKPT_HEAD_DIM = 16
 def ckpt_tiny_model(family: str = "llama", *, kv_heads: int = 2, num_layers: int = 3, dtype=torch.float32,
                     seed: int = 0, tie_word_embeddings: bool = False, attention_bias: bool = False):
     """A tiny randomly initialised stock model: hidden 64, 4 heads of 16, MLP 96, vocab 128."""
-    from transformers import (
-        LlamaConfig,
-        LlamaForCausalLM,
-        MistralConfig,
-        MistralForCausalLM,
-        Qwen2Config,
-        Qwen2ForCausalLM,
-        Qwen3Config,
-        Qwen3ForCausalLM,
-    )
+    from tiny_models import STOCK_CLASSES
 
-    classes = {
-        "llama": (LlamaConfig, LlamaForCausalLM),
-        "mistral": (MistralConfig, MistralForCausalLM),
-        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-    }
-    config_class, model_class = classes[family]
+    config_class, model_class = STOCK_CLASSES[family]
     kwargs = dict(
         vocab_size=CKPT_VOCAB,
         hidden_size=CKPT_HIDDEN,
