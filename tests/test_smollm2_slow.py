@@ -29,7 +29,7 @@ def smollm2():
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def test_flap_prunes_smollm2_to_the_target_and_keeps_it_usable(smollm2):
+def test_flap_prunes_smollm2_to_the_target_and_keeps_it_usable(smollm2, tmp_path):
     dense, tokenizer = smollm2
     dense_ppl = perplexity(dense, tokenizer, WIKI, seq_len=128, max_windows=8, batch_size=8).perplexity
     pruner = FlapPruner(FlapConfig(pruning_ratio=0.2, dataset=C4, num_samples=16, seq_len=128, batch_size=8))
@@ -49,3 +49,11 @@ def test_flap_prunes_smollm2_to_the_target_and_keeps_it_usable(smollm2):
         cached = model.generate(**prompt, max_new_tokens=6, do_sample=False)
         uncached = model.generate(**prompt, max_new_tokens=6, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
+
+    # the checkpoint reloads with plain transformers and computes the same logits
+    from transformers import AutoModelForCausalLM
+
+    pruner.save_pretrained(tmp_path / "pruned")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**prompt).logits, model(**prompt).logits, atol=1e-5, rtol=1e-5)
