@@ -17,14 +17,19 @@ from .version import __version__
 
 CONFIG_NAME = "flap_config.json"
 
-METHODS = ("flap", "wanda-sp", "magnitude-sp")
+METHODS = ("flap", "wanda-sp", "magnitude-sp", "cfsp")
 METRICS = ("wifv", "ifv", "wifn")
 STRUCTURES = ("UL-UM", "UL-MM", "AL-MM", "AL-AM")
 NAMED_DATASETS = ("wikitext2", "c4")
 MANUAL_STRUCTURES = ("UL-MM", "AL-MM")
+CFSP_IMPORTANCE = ("angular", "cosine", "mse")
+CFSP_ALLOCATIONS = ("sigmoid", "uniform")
+CFSP_SCORES = ("activation", "weight-activation")
+#: the released CFSP code divides summed importances by 1e4 over 128 x 1024 tokens; on a mean that is this
+CFSP_DEFAULT_TEMPERATURE = 1e4 / (128 * 1024)
 
 #: Bias compensation is the paper's; the baselines are reported without it, as in FLAP's Table 1.
-_DEFAULT_BIAS_COMPENSATION = {"flap": True, "wanda-sp": False, "magnitude-sp": False}
+_DEFAULT_BIAS_COMPENSATION = {"flap": True, "wanda-sp": False, "magnitude-sp": False, "cfsp": False}
 
 
 def _fail(field: str, value: Any, allowed: str) -> ValueError:
@@ -53,6 +58,18 @@ class FlapConfig:
             Defaults to True for `"flap"` and False for the baselines.
         min_head_groups: key/value head groups every layer keeps (at least 1).
         min_channels: MLP channels every layer keeps (at least 1).
+        round_to: make kept MLP widths multiples of this (hardware-aligned widths, CFSP's "cuda
+            friendly" option uses 128); None keeps exact widths. Applies to `"cfsp"` and, after
+            selection, to the FLAP-family structures' per-layer channel counts.
+        cfsp_importance: CFSP block importance between a block's input and output hidden states:
+            `"angular"` (default), `"cosine"` or `"mse"`.
+        cfsp_allocation: CFSP per-block budget: `"sigmoid"` of the centred importances (default) or
+            `"uniform"` (the ablation).
+        cfsp_temperature: temperature of the sigmoid allocation (smaller: budgets vary more across
+            blocks). The default reproduces the released code's 1e4 on 128 x 1024 tokens.
+        cfsp_score: CFSP channel score inside a block: `"activation"` (the released code's default,
+            which reduces to the activation norm) or `"weight-activation"` (the paper's form).
+        cfsp_prune_attention: CFSP also removes attention head groups (off by default, as CFSP).
     """
 
     def __init__(
@@ -70,6 +87,12 @@ class FlapConfig:
         bias_compensation: bool | None = None,
         min_head_groups: int = 1,
         min_channels: int = 1,
+        round_to: int | None = None,
+        cfsp_importance: str = "angular",
+        cfsp_allocation: str = "sigmoid",
+        cfsp_temperature: float = CFSP_DEFAULT_TEMPERATURE,
+        cfsp_score: str = "activation",
+        cfsp_prune_attention: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("optimum_flap_version", None)
@@ -90,6 +113,12 @@ class FlapConfig:
         self.bias_compensation = bias_compensation
         self.min_head_groups = min_head_groups
         self.min_channels = min_channels
+        self.round_to = round_to
+        self.cfsp_importance = cfsp_importance
+        self.cfsp_allocation = cfsp_allocation
+        self.cfsp_temperature = cfsp_temperature
+        self.cfsp_score = cfsp_score
+        self.cfsp_prune_attention = cfsp_prune_attention
         self.validate()
 
     @staticmethod
@@ -97,6 +126,8 @@ class FlapConfig:
         return (
             "method", "pruning_ratio", "metric", "structure", "remove_heads", "dataset", "num_samples",
             "seq_len", "seed", "batch_size", "bias_compensation", "min_head_groups", "min_channels",
+            "round_to", "cfsp_importance", "cfsp_allocation", "cfsp_temperature", "cfsp_score",
+            "cfsp_prune_attention",
         )
 
     def validate(self) -> None:
@@ -128,6 +159,18 @@ class FlapConfig:
             raise _fail("seed", self.seed, "an int")
         if self.bias_compensation is not None and not isinstance(self.bias_compensation, bool):
             raise _fail("bias_compensation", self.bias_compensation, "True, False or None (method default)")
+        if self.round_to is not None and (not _is_int(self.round_to) or self.round_to < 1):
+            raise _fail("round_to", self.round_to, "None or a positive int")
+        for name, allowed in (("cfsp_importance", CFSP_IMPORTANCE), ("cfsp_allocation", CFSP_ALLOCATIONS),
+                              ("cfsp_score", CFSP_SCORES)):
+            if getattr(self, name) not in allowed:
+                raise _fail(name, getattr(self, name), ", ".join(allowed))
+        if isinstance(self.cfsp_temperature, bool) or not isinstance(self.cfsp_temperature, (int, float)) or not (
+            self.cfsp_temperature > 0 and self.cfsp_temperature != float("inf")
+        ):
+            raise _fail("cfsp_temperature", self.cfsp_temperature, "a finite number > 0")
+        if not isinstance(self.cfsp_prune_attention, bool):
+            raise _fail("cfsp_prune_attention", self.cfsp_prune_attention, "True or False")
         _validate_dataset(self.dataset)
 
     @property

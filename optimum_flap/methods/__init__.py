@@ -16,6 +16,7 @@ from ..architectures import DecoderArchitecture
 from ..configuration import FlapConfig
 from ..engine.layerwise import LayerwiseRunner
 from ..plan import LayerPlan
+from .cfsp import method as cfsp
 from .flap import method as flap
 
 
@@ -33,6 +34,7 @@ METHODS: dict[str, PruningMethod] = {
     "flap": _FLAP_FAMILY,
     "wanda-sp": _FLAP_FAMILY,
     "magnitude-sp": _FLAP_FAMILY,
+    "cfsp": PruningMethod(prune=cfsp.prune_structured, needs_calibration=cfsp.needs_calibration),
 }
 
 

@@ -86,6 +86,10 @@ def plan_and_prune(
         min_channels=config.min_channels,
         remove_groups=remove_groups,
     )
+    if config.round_to:
+        from ..cfsp.allocation import round_kept_channels
+
+        plans = round_kept_channels(plans, [c.scores.mlp for c in calibration], config.round_to, config.min_channels)
     for layer, plan, calib in zip(layers, plans, calibration):
         prune_layer(
             layer, arch, plan, group_size, head_dim,
