@@ -1,6 +1,7 @@
 """CFSP (Wang et al., COLING 2025): coarse block budgets from hidden-state angular distance, fine FFN channel scores."""
 
-from .allocation import ALLOCATIONS, apportion, keep_ratios, sigmoid_weights
+from ..widths import apportion
+from .allocation import ALLOCATIONS, keep_ratios, sigmoid_weights
 from .importance import IMPORTANCE_METRICS, BlockImportance, token_distances
 from .method import BLOCK_IMPORTANCE_KEY, needs_calibration, prune_structured
 from .scores import CHANNEL_SCORES, channel_scores, head_group_scores, released_three_w_one_wa

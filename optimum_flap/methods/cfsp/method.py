@@ -26,7 +26,8 @@ from ...engine.statistics import ChannelStatistics
 from ...plan import LayerCost, LayerPlan
 from ...surgery import attention_geometry, layer_cost, prune_layer
 from ..flap.selection import BudgetError
-from .allocation import apportion, keep_ratios
+from ..widths import apportion
+from .allocation import keep_ratios
 from .importance import BlockImportance
 from .scores import channel_scores, head_group_scores
 

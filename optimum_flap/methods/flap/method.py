@@ -18,6 +18,7 @@ from ...engine.layerwise import LayerwiseRunner
 from ...engine.statistics import ChannelStatistics
 from ...plan import LayerPlan
 from ...surgery import attention_geometry, layer_cost, prune_layer
+from ..widths import round_kept_channels
 from .scores import attention_channel_scores, channel_scores
 from .selection import BudgetError, LayerScores, select
 
@@ -87,8 +88,6 @@ def plan_and_prune(
         remove_groups=remove_groups,
     )
     if config.round_to:
-        from ..cfsp.allocation import round_kept_channels
-
         plans = round_kept_channels(plans, [c.scores.mlp for c in calibration], config.round_to, config.min_channels)
     for layer, plan, calib in zip(layers, plans, calibration):
         prune_layer(
