@@ -20,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_flap import FlapConfig, FlapPruner
-from optimum_flap.evaluation.perplexity import perplexity
+from optimum_flap.evaluation import perplexity, zero_shot
 from optimum_flap.utils.gguf import smollm2_checkpoint
 
 DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
@@ -39,14 +39,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-data", default=os.path.join(DATA, "wikitext2", "wiki.test.raw"))
     parser.add_argument("--eval-seq-len", type=int, default=128)
     parser.add_argument("--eval-windows", type=int, default=128, help="fixed prefix of the test set, in windows")
+    parser.add_argument("--zero-shot-tasks", nargs="*", default=[],
+                        help="zero-shot tasks to add per model (e.g. the seven: boolq piqa hellaswag winogrande "
+                             "arc_easy arc_challenge openbookqa)")
+    parser.add_argument("--zero-shot-limit", type=int, default=None, help="documents per zero-shot task")
     parser.add_argument("--output", default="benchmarks/results/quality")
     return parser.parse_args()
 
 
-def evaluate(model, tokenizer, args) -> float:
+def evaluate(model, tokenizer, args) -> dict:
+    """Perplexity, plus zero-shot accuracy (per task and average) when tasks were asked for."""
     result = perplexity(model, tokenizer, args.eval_data, seq_len=args.eval_seq_len,
                         max_windows=args.eval_windows, batch_size=8, progress=False)
-    return result.perplexity
+    scores = {"perplexity": result.perplexity}
+    if args.zero_shot_tasks:
+        shot = zero_shot(model, tokenizer, tasks=args.zero_shot_tasks, limit=args.zero_shot_limit)
+        scores["zero_shot"] = {name: metrics["acc"] for name, metrics in shot.tasks.items()}
+        scores["zero_shot_average"] = shot.average
+    return scores
 
 
 def main() -> None:
@@ -57,7 +67,7 @@ def main() -> None:
     dense = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     rows = [{"method": "dense", "structure": "-", "target_ratio": 0.0, "achieved_ratio": 0.0,
              "parameters": sum(p.numel() for p in dense.parameters()), "prune_seconds": 0.0,
-             "perplexity": evaluate(dense, tokenizer, args)}]
+             **evaluate(dense, tokenizer, args)}]
     print(f"dense: ppl {rows[0]['perplexity']:.2f}", flush=True)
     for structure in args.structures:
         for method in args.methods:
@@ -73,7 +83,7 @@ def main() -> None:
                 row = {"method": method, "structure": structure, "target_ratio": ratio,
                        "achieved_ratio": pruner.report.achieved_ratio,
                        "parameters": pruner.report.parameters_after, "prune_seconds": seconds,
-                       "perplexity": evaluate(model, tokenizer, args)}
+                       **evaluate(model, tokenizer, args)}
                 rows.append(row)
                 print(f"{method} {structure} {ratio:.0%}: ppl {row['perplexity']:.2f} ({seconds:.0f} s)", flush=True)
                 del model
@@ -81,6 +91,7 @@ def main() -> None:
         "model": model_dir, "calibration": args.calibration, "num_samples": args.num_samples,
         "calibration_seq_len": args.seq_len, "metric": args.metric, "eval_data": args.eval_data,
         "eval_seq_len": args.eval_seq_len, "eval_windows": args.eval_windows,
+        "zero_shot_tasks": args.zero_shot_tasks, "zero_shot_limit": args.zero_shot_limit,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
     }
     print_table(rows, protocol)
@@ -99,6 +110,14 @@ def print_table(rows: list[dict], protocol: dict) -> None:
     for r in rows:
         print(f"| {r['method']:<13} | {r['structure']:<9} | {r['target_ratio']:>6.0%} | {r['achieved_ratio']:>8.2%} "
               f"| {r['parameters']:>11,} | {r['prune_seconds']:>7.1f} | {r['perplexity']:>13.2f} |")
+    if any("zero_shot" in r for r in rows):
+        tasks = list(rows[0]["zero_shot"])
+        print("\n| method | structure | target | " + " | ".join(tasks) + " | average |")
+        print("|---" * (len(tasks) + 4) + "|")
+        for r in rows:
+            cells = " | ".join(f"{r['zero_shot'][t]:.3f}" for t in tasks)
+            print(f"| {r['method']} | {r['structure']} | {r['target_ratio']:.0%} | {cells} | "
+                  f"{r['zero_shot_average']:.3f} |")
 
 
 def plot(rows: list[dict], path: str) -> None:
