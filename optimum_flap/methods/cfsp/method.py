@@ -25,7 +25,7 @@ from ...engine.layerwise import LayerwiseRunner
 from ...engine.statistics import ChannelStatistics
 from ...plan import LayerCost, LayerPlan
 from ...surgery import attention_geometry, layer_cost, prune_layer
-from ..flap.selection import BudgetError
+from ..flap.selection import BudgetError, keep_top
 from ..widths import apportion
 from .allocation import keep_ratios
 from .importance import BlockImportance
@@ -71,11 +71,6 @@ def calibrate(
             importance.update(x, batch.hidden_states)
         results.append(BlockCalibration(importance.value, mlp_stats, attn_stats))
     return results
-
-
-def _keep_top(scores: torch.Tensor, count: int) -> torch.Tensor:
-    order = torch.sort(scores, descending=True, stable=True).indices
-    return order[:count].sort().values
 
 
 def allocate(
@@ -147,10 +142,10 @@ def prune_structured(
             getattr(mlp, arch.up).weight, getattr(mlp, arch.gate).weight,
         )
         if n_groups < kv_heads:
-            groups = _keep_top(head_group_scores(calib.attention, group_size * head_dim), n_groups)
+            groups = keep_top(head_group_scores(calib.attention, group_size * head_dim), n_groups)
         else:
             groups = torch.arange(kv_heads)
-        plan = LayerPlan(groups, _keep_top(scores, n_channels))
+        plan = LayerPlan(groups, keep_top(scores, n_channels))
         prune_layer(
             layer, arch, plan, group_size, head_dim,
             attention_mean=calib.attention.mean if compensate and config.cfsp_prune_attention else None,

@@ -97,11 +97,11 @@ def _check_minimums(groups, channels, min_groups: int, min_channels: int) -> Non
 
 def _plan(groups: torch.Tensor, channels: torch.Tensor, n_groups: int, n_channels: int) -> LayerPlan:
     """Drop the `n_groups` lowest groups and the `n_channels` lowest channels of one layer."""
-    return LayerPlan(_keep_top(groups, groups.numel() - n_groups), _keep_top(channels, channels.numel() - n_channels))
+    return LayerPlan(keep_top(groups, groups.numel() - n_groups), keep_top(channels, channels.numel() - n_channels))
 
 
-def _keep_top(scores: torch.Tensor, count: int) -> torch.Tensor:
-    # stable sort so that ties resolve to the lower index, the same way on every run
+def keep_top(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Sorted indices of the `count` highest scores; ties go to the lower index, the same on every run."""
     order = torch.sort(scores, descending=True, stable=True).indices
     return order[:count].sort().values
 
@@ -112,7 +112,7 @@ def _kept(mask: torch.Tensor) -> torch.Tensor:
 
 def _protected(scores: torch.Tensor, minimum: int) -> torch.Tensor:
     mask = torch.zeros_like(scores, dtype=torch.bool)
-    mask[_keep_top(scores, minimum)] = True
+    mask[keep_top(scores, minimum)] = True
     return mask
 
 
