@@ -1,7 +1,10 @@
 """Turn per-layer scores into a pruning plan under a parameter budget (FLAP §3.3, structures).
 
-    UL-UM  uniform layers, uniform modules: each layer drops round(p * groups) head groups and
-           round(p * channels) channels, ranked by raw scores inside the layer.
+    UL-UM  uniform layers, uniform modules: each layer drops round(p * groups) head groups and the
+           channels that bring the layer to ratio p, ranked by raw scores inside the layer. With a
+           whole number of groups (p * groups an integer) both modules lose the same share, as in
+           the paper; otherwise (SmolLM2 has 3 groups per layer) the MLP absorbs the rounding, so the
+           model is pruned by p and not by p plus a rounding of the heads.
     UL-MM  uniform layers, manual modules: each layer drops remove_heads / L heads; channels fill the
            rest of the layer's parameter budget.
     AL-MM  adaptive layers, manual modules: remove_heads heads and the budget's channels are taken
@@ -51,20 +54,18 @@ def select(
     groups = [_pool(s.attention, group_width, adaptive) for s in scores]
     channels = [standardize(s.mlp) if adaptive else s.mlp for s in scores]
     _check_minimums(groups, channels, min_groups, min_channels)
-    if structure == "UL-UM":
-        removed_groups = [round(ratio * g.numel()) for g in groups]
-        removed_channels = [round(ratio * c.numel()) for c in channels]
-        return [
-            _plan(g, c, min(rg, g.numel() - min_groups), min(rc, c.numel() - min_channels))
-            for g, c, rg, rc in zip(groups, channels, removed_groups, removed_channels)
-        ]
-    if structure == "UL-MM":
-        per_layer = remove_groups // len(groups)
-        if per_layer > groups[0].numel() - min_groups:
-            raise BudgetError(f"UL-MM cannot remove {per_layer} head groups per layer with min_head_groups="
-                              f"{min_groups} and {groups[0].numel()} groups per layer.")
+    if structure in ("UL-UM", "UL-MM"):
+        removable = groups[0].numel() - min_groups
+        if structure == "UL-UM":  # the ratio's share of every layer's groups
+            per_layer = min(round(ratio * groups[0].numel()), removable)
+        else:  # the manual count, spread evenly
+            per_layer = remove_groups // len(groups)
+            if per_layer > removable:
+                raise BudgetError(f"UL-MM cannot remove {per_layer} head groups per layer with min_head_groups="
+                                  f"{min_groups} and {groups[0].numel()} groups per layer.")
         plans = []
         for g, c, cost in zip(groups, channels, costs):
+            # channels take up the rest of the layer's budget, so the ratio holds to one channel per layer
             target = ratio * cost.total + cost.added_bias - per_layer * cost.group_cost
             n_channels = min(max(round(target / cost.channel_cost), 0), c.numel() - min_channels)
             plans.append(_plan(g, c, per_layer, n_channels))
