@@ -19,12 +19,11 @@ import tempfile
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _common import load_dense
 
 from optimum_flap import FlapConfig, FlapPruner, RecoveryConfig
 from optimum_flap.evaluation.perplexity import perplexity
 from optimum_flap.recovery import recover
-from optimum_flap.utils.gguf import smollm2_checkpoint
 
 DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
 
@@ -67,10 +66,7 @@ def evaluate(model, tokenizer, args) -> float:
 
 def main() -> None:
     args = parse_args()
-    torch.manual_seed(0)
-    model_dir = args.model or smollm2_checkpoint()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dense = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model_dir, tokenizer, dense = load_dense(args.model)
     rows = [{"variant": "dense", "ratio": 0.0, "achieved_ratio": 0.0,
              "parameters": sum(p.numel() for p in dense.parameters()),
              "prune_seconds": 0.0, "perplexity": evaluate(dense, tokenizer, args)}]

@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 
+from _common import pyplot
+
 DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
 
 
@@ -187,13 +189,8 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot written")
+    plt = pyplot()
+    if plt is None:
         return
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "forward"]
     sizes = sorted({r["num_samples"] for r in rows})

@@ -17,11 +17,10 @@ import platform
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _common import load_dense, pyplot
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.evaluation import perplexity, zero_shot
-from optimum_flap.utils.gguf import smollm2_checkpoint
 
 DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
 
@@ -61,10 +60,7 @@ def evaluate(model, tokenizer, args) -> dict:
 
 def main() -> None:
     args = parse_args()
-    torch.manual_seed(0)
-    model_dir = args.model or smollm2_checkpoint()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dense = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model_dir, tokenizer, dense = load_dense(args.model)
     rows = [{"method": "dense", "structure": "-", "target_ratio": 0.0, "achieved_ratio": 0.0,
              "parameters": sum(p.numel() for p in dense.parameters()), "prune_seconds": 0.0,
              **evaluate(dense, tokenizer, args)}]
@@ -121,13 +117,8 @@ def print_table(rows: list[dict], protocol: dict) -> None:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot written")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in sorted({(r["method"], r["structure"]) for r in rows if r["method"] != "dense"}):

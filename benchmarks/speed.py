@@ -21,11 +21,10 @@ import platform
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from _common import load_dense, pyplot
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.commands.benchmark import compare_speed, speed_rows, speed_table
-from optimum_flap.utils.gguf import smollm2_checkpoint
 
 DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
 
@@ -48,15 +47,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def round_to_supported(value: int) -> bool:
-    """`FlapConfig.round_to` is recent; older trees run without the aligned variant."""
-    try:
-        FlapConfig(round_to=value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def mlp_widths(model: torch.nn.Module) -> list[int]:
     return [layer.mlp.gate_proj.out_features for layer in model.model.layers]
 
@@ -64,18 +54,8 @@ def mlp_widths(model: torch.nn.Module) -> list[int]:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model_dir = args.model or smollm2_checkpoint()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dense = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    variants: list[int | None] = [None]
-    note = ""
-    if args.round_to:
-        if round_to_supported(args.round_to):
-            variants.append(args.round_to)
-        else:
-            note = "FlapConfig(round_to=...) is not available in this tree: no aligned variant"
-            print(note)
+    model_dir, tokenizer, dense = load_dense(args.model)
+    variants: list[int | None] = [None, args.round_to] if args.round_to else [None]
     models = {"dense": dense}
     pruning = {}
     for ratio in args.ratios:
@@ -104,7 +84,7 @@ def main() -> None:
         "model": model_dir, "dtype": "float32", "method": "flap AL-AM wifv", "calibration": args.calibration,
         "num_samples": args.num_samples, "calibration_seq_len": args.seq_len, "threads": args.threads,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "load_average_at_end": os.getloadavg(), "note": note,
+        "load_average_at_end": os.getloadavg(),
     }
     rows = speed_rows(result)
     print("\n" + ", ".join(f"{k}={v}" for k, v in protocol.items()))
@@ -116,13 +96,8 @@ def main() -> None:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot written")
+    plt = pyplot()
+    if plt is None:
         return
     batches = sorted({r["batch_size"] for r in rows})
     names = [r["model"] for r in rows if r["batch_size"] == batches[0] and not r["is_reference"]]
