@@ -283,3 +283,16 @@ def test_calibration_memory_does_not_depend_on_max_position_embeddings():
     model = tiny_model("llama-gqa", max_position_embeddings=1 << 24)
     pruned, report = prune(model, pruning_ratio=0.3)
     assert report.achieved_ratio > 0.2
+
+
+def test_half_precision_model_keeps_its_dtype_and_prunes_like_float32():
+    dense = tiny_model("qwen3")
+    pruned32, _ = prune(copy.deepcopy(dense), pruning_ratio=0.3)
+    pruned16, _ = prune(copy.deepcopy(dense).to(torch.bfloat16), pruning_ratio=0.3)
+    assert all(p.dtype == torch.bfloat16 for p in pruned16.parameters())
+    # statistics are float32 whatever the model dtype: the same units are kept, up to near-ties
+    layers32 = pruned32.config.pruning_layout["layers"]
+    layers16 = pruned16.config.pruning_layout["layers"]
+    assert [r["kept_head_groups"] for r in layers32] == [r["kept_head_groups"] for r in layers16]
+    for r32, r16 in zip(layers32, layers16):
+        assert abs(r32["intermediate_size"] - r16["intermediate_size"]) <= 2
