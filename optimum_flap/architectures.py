@@ -22,8 +22,6 @@ class DecoderArchitecture:
     attention_bias_flag: str | None
     #: stock config flag that adds a bias to gate/up *and* down_proj, if the family has one
     mlp_bias_flag: str | None
-    #: the stock config rejects `hidden_size % num_attention_heads != 0` (LlamaConfig does)
-    requires_heads_divide_hidden: bool = False
     layers_path: str = "model.layers"
     attention_name: str = "self_attn"
     mlp_name: str = "mlp"
@@ -54,7 +52,7 @@ class DecoderArchitecture:
 
 
 ARCHITECTURES: dict[str, DecoderArchitecture] = {
-    "llama": DecoderArchitecture("llama", "attention_bias", "mlp_bias", requires_heads_divide_hidden=True),
+    "llama": DecoderArchitecture("llama", "attention_bias", "mlp_bias"),
     "mistral": DecoderArchitecture("mistral", None, None),
     "qwen2": DecoderArchitecture("qwen2", None, None),
     "qwen3": DecoderArchitecture("qwen3", "attention_bias", None),

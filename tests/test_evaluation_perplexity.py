@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_fixtures import char_tokenizer, tiny_llama
 
 from optimum_flap.evaluation import perplexity
 from optimum_flap.evaluation.perplexity import join_rows, read_text_rows
-from optimum_flap.evaluation.testing import char_tokenizer, tiny_llama
 
 SHARED = Path(os.environ.get("OPTIMUM_FLAP_DATA_DIR", "../shared/data"))
 WIKI = SHARED / "wikitext2" / "wiki.test.raw"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from eval_fixtures import char_tokenizer, tiny_llama
 
 from optimum_flap.evaluation import SpeedReport, Stat, speed
 from optimum_flap.evaluation.speed import parameter_bytes
-from optimum_flap.evaluation.testing import char_tokenizer, tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from eval_fixtures import char_tokenizer
 from tiny_models import FAMILIES, calibration_ids, tiny_model
 
 from optimum_flap import FlapConfig, FlapPruner
@@ -193,13 +194,7 @@ def test_determinism_for_a_seed_and_sensitivity_to_it():
     texts = [" ".join(f"word{i % 37} tok{i % 11}" for i in range(j, j + 60)) for j in range(40)]
 
     def run(seed):
-        from tokenizers import Tokenizer, models, pre_tokenizers
-        from transformers import PreTrainedTokenizerFast
-
-        vocab = {f"word{i}": i for i in range(37)} | {f"tok{i}": 37 + i for i in range(11)} | {"[UNK]": 48}
-        tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+        tokenizer = char_tokenizer()
         model = tiny_model("llama-gqa")
         pruner = FlapPruner(FlapConfig(dataset=texts, num_samples=8, seq_len=16, seed=seed, batch_size=4,
                                        pruning_ratio=0.3))

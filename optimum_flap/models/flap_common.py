@@ -12,9 +12,6 @@ compensation). Nothing else differs from the stock model, so the stock forward c
 
 from torch import nn
 
-#: the sizes a pruned decoder layer may override in `per_layer_config`
-LAYER_SIZE_KEYS = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
-
 
 def layer_config(config, layer_idx):
     """The resolved config of one decoder layer (the global config when all layers are alike)."""

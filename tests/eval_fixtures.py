@@ -1,6 +1,6 @@
 """Tiny, download-free model and tokenizer for exercising the evaluation code.
 
-Tests and examples must run offline and in seconds, so they cannot fetch a real checkpoint. A
+Tests must run offline and in seconds, so they cannot fetch a real checkpoint. A
 character-level tokenizer covers any English text with a ~100-token vocabulary, and a two-layer
 Llama over it runs the whole evaluation pipeline (lm-eval included) on CPU.
 """
