@@ -106,6 +106,7 @@ class FlapPruner:
             # nothing to remove: the model stays exactly as it was
             return [_keep_everything(model.config) for _ in arch.decoder_layers(model)]
         method = get_method(config.method)
+        method.check_config(config, model)
         runner = None
         if method.needs_calibration(config):
             ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed)

@@ -85,8 +85,10 @@ def test_unsupported_model_lists_supported_architectures():
         FlapPruner(FlapConfig(dataset=calibration_ids())).prune_model(model)
 
 
-def test_remove_heads_must_be_whole_gqa_groups():
+def test_remove_heads_must_be_whole_gqa_groups_and_fails_before_calibrating(tmp_path):
+    # the dataset file does not exist yet: reading it would fail differently, so the check came first
     config = FlapConfig(structure="AL-MM", remove_heads=3, dataset=calibration_ids())
+    config.dataset = str(tmp_path / "missing.txt")
     with pytest.raises(BudgetError, match="remove_heads=3 is not a multiple of the group size 2"):
         FlapPruner(config).prune_model(tiny_model("llama-gqa"))
 

@@ -26,9 +26,13 @@ class PruningMethod:
 
     prune: Callable[[nn.Module, DecoderArchitecture, FlapConfig, LayerwiseRunner | None, bool], list[LayerPlan]]
     needs_calibration: Callable[[FlapConfig], bool]
+    #: refuses, from the model's shapes alone, a recipe that could only fail after calibration
+    check_config: Callable[[FlapConfig, nn.Module], None] = lambda config, model: None
 
 
-_FLAP_FAMILY = PruningMethod(prune=flap.prune_structured, needs_calibration=flap.needs_calibration)
+_FLAP_FAMILY = PruningMethod(
+    prune=flap.prune_structured, needs_calibration=flap.needs_calibration, check_config=flap.check_config
+)
 
 METHODS: dict[str, PruningMethod] = {
     "flap": _FLAP_FAMILY,

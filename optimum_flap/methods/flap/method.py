@@ -55,6 +55,21 @@ def score_layers(
     return results
 
 
+def manual_head_groups(config: FlapConfig, model_config) -> int | None:
+    """`remove_heads` in whole GQA groups (None for the adaptive structures); checked before calibrating."""
+    if config.remove_heads is None:
+        return None
+    heads, kv_heads, _ = attention_geometry(model_config)
+    group_size = heads // kv_heads
+    if config.remove_heads % group_size:
+        raise BudgetError(
+            f"remove_heads={config.remove_heads} is not a multiple of the group size {group_size}: with "
+            f"grouped-query attention ({heads} query heads, {kv_heads} key/value heads) heads are removed "
+            f"{group_size} at a time."
+        )
+    return config.remove_heads // group_size
+
+
 def plan_and_prune(
     model: nn.Module,
     arch: DecoderArchitecture,
@@ -68,15 +83,7 @@ def plan_and_prune(
     compensate = config.use_bias_compensation
     layers = arch.decoder_layers(model)
     costs = [layer_cost(layer, arch, group_size, head_dim, compensate) for layer in layers]
-    remove_groups = None
-    if config.remove_heads is not None:
-        if config.remove_heads % group_size:
-            raise BudgetError(
-                f"remove_heads={config.remove_heads} is not a multiple of the group size {group_size}: with "
-                f"grouped-query attention ({heads} query heads, {kv_heads} key/value heads) heads are removed "
-                f"{group_size} at a time."
-            )
-        remove_groups = config.remove_heads // group_size
+    remove_groups = manual_head_groups(config, model.config)
     plans = select(
         config.structure,
         [c.scores for c in calibration],
@@ -102,6 +109,11 @@ def plan_and_prune(
 def needs_calibration(config: FlapConfig) -> bool:
     """magnitude-sp scores weights only; it needs data only for bias compensation."""
     return config.method != "magnitude-sp" or config.use_bias_compensation
+
+
+def check_config(config: FlapConfig, model: nn.Module) -> None:
+    """What can be refused from the model's shape alone, so a bad recipe fails before calibration."""
+    manual_head_groups(config, model.config)
 
 
 def prune_structured(
