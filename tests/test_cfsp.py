@@ -185,9 +185,14 @@ def test_flap_honours_round_to():
     assert pruner.report.achieved_ratio == pytest.approx(0.3, abs=0.05)
 
 
-def test_ffn_only_budget_error_and_config_validation():
+def test_ffn_only_budget_error_and_config_validation(tmp_path):
     with pytest.raises(BudgetError, match="cfsp_prune_attention"):
         cfsp(tiny_model("llama-gqa"), pruning_ratio=0.7)
+    # refused from the shapes, before any calibration data is read (this file does not exist)
+    config = FlapConfig(method="cfsp", pruning_ratio=0.7, dataset=calibration_ids())
+    config.dataset = str(tmp_path / "missing.txt")
+    with pytest.raises(BudgetError, match="cfsp_prune_attention"):
+        FlapPruner(config).prune_model(tiny_model("llama-gqa"))
     for field, value in [("cfsp_importance", "l2"), ("cfsp_allocation", "linear"), ("cfsp_score", "wanda"),
                          ("cfsp_temperature", 0), ("cfsp_temperature", math.inf), ("round_to", 0),
                          ("cfsp_prune_attention", 1)]:

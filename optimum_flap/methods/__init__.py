@@ -38,7 +38,9 @@ METHODS: dict[str, PruningMethod] = {
     "flap": _FLAP_FAMILY,
     "wanda-sp": _FLAP_FAMILY,
     "magnitude-sp": _FLAP_FAMILY,
-    "cfsp": PruningMethod(prune=cfsp.prune_structured, needs_calibration=cfsp.needs_calibration),
+    "cfsp": PruningMethod(
+        prune=cfsp.prune_structured, needs_calibration=cfsp.needs_calibration, check_config=cfsp.check_config
+    ),
 }
 
 

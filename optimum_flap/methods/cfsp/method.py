@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...architectures import DecoderArchitecture
+from ...architectures import DecoderArchitecture, get_architecture
 from ...configuration import FlapConfig
 from ...engine.layerwise import LayerwiseRunner
 from ...engine.statistics import ChannelStatistics
@@ -73,26 +73,51 @@ def calibrate(
     return results
 
 
-def allocate(
-    importance: list[float],
-    costs: list[LayerCost],
-    widths: list[int],
-    groups: int,
-    config: FlapConfig,
-) -> tuple[torch.Tensor, list[int], list[int]]:
-    """Per-block keep ratios, head groups kept and channels kept for `config.pruning_ratio`."""
+def budget(model: nn.Module, arch: DecoderArchitecture, config: FlapConfig) -> tuple[list[LayerCost], list[int], float]:
+    """Per-layer costs, MLP widths and the share of prunable units to remove; refuses impossible recipes.
+
+    Depends on shapes only, so the pruner calls it (through `check_config`) before calibrating.
+    """
+    heads, kv_heads, head_dim = attention_geometry(model.config)
+    compensate = config.use_bias_compensation
+    layers = arch.decoder_layers(model)
+    costs = [layer_cost(layer, arch, heads // kv_heads, head_dim, compensate) for layer in layers]
+    if compensate and not config.cfsp_prune_attention:  # only down_proj gains a bias
+        for layer, cost in zip(layers, costs):
+            down = arch.mlp(layer).get_submodule(arch.mlp_output)
+            cost.added_bias = down.out_features if down.bias is None else 0
+    widths = [arch.mlp(layer).get_submodule(arch.mlp_output).in_features for layer in layers]
+    if config.min_channels > min(widths):
+        raise BudgetError(f"min_channels={config.min_channels} exceeds the {min(widths)} MLP channels per layer.")
+    if config.min_head_groups > kv_heads:
+        raise BudgetError(f"min_head_groups={config.min_head_groups} exceeds the {kv_heads} head groups per layer.")
     total = sum(c.total for c in costs)
     removed = config.pruning_ratio * total + sum(c.added_bias for c in costs)
     if config.cfsp_prune_attention:
         prunable = total
     else:
         prunable = sum(w * c.channel_cost for w, c in zip(widths, costs))
-    unit_ratio = removed / prunable
-    if unit_ratio >= 1.0:
+    if removed >= prunable:
         raise BudgetError(
             f"pruning_ratio={config.pruning_ratio} removes {removed:,.0f} decoder parameters but CFSP prunes "
             f"only FFN channels here ({prunable:,} parameters); lower the ratio or set cfsp_prune_attention=True."
         )
+    return costs, widths, removed / prunable
+
+
+def check_config(config: FlapConfig, model: nn.Module) -> None:
+    budget(model, get_architecture(model), config)
+
+
+def allocate(
+    importance: list[float],
+    costs: list[LayerCost],
+    widths: list[int],
+    groups: int,
+    unit_ratio: float,
+    config: FlapConfig,
+) -> tuple[torch.Tensor, list[int], list[int]]:
+    """Per-block keep ratios, head groups kept and channels kept, removing `unit_ratio` of the prunable units."""
     ratios = keep_ratios(importance, unit_ratio, config.cfsp_allocation, config.cfsp_temperature)
     kept_groups, targets = [], []
     for r, cost, width in zip(ratios.tolist(), costs, widths):
@@ -118,22 +143,13 @@ def prune_structured(
 ) -> list[LayerPlan]:
     """Calibrate once, allocate the per-block budgets, keep each block's best channels, cut the model."""
     calibration = calibrate(model, arch, config, runner)
+    costs, widths, unit_ratio = budget(model, arch, config)
     heads, kv_heads, head_dim = attention_geometry(model.config)
     group_size = heads // kv_heads
     compensate = config.use_bias_compensation
     layers = arch.decoder_layers(model)
-    costs = [layer_cost(layer, arch, group_size, head_dim, compensate) for layer in layers]
-    if compensate and not config.cfsp_prune_attention:  # only down_proj gains a bias
-        for layer, cost in zip(layers, costs):
-            down = arch.mlp(layer).get_submodule(arch.mlp_output)
-            cost.added_bias = down.out_features if down.bias is None else 0
-    widths = [arch.mlp(layer).get_submodule(arch.mlp_output).in_features for layer in layers]
-    if config.min_channels > min(widths):
-        raise BudgetError(f"min_channels={config.min_channels} exceeds the {min(widths)} MLP channels per layer.")
-    if config.min_head_groups > kv_heads:
-        raise BudgetError(f"min_head_groups={config.min_head_groups} exceeds the {kv_heads} head groups per layer.")
     importance = [c.importance for c in calibration]
-    ratios, kept_groups, kept_channels = allocate(importance, costs, widths, kv_heads, config)
+    ratios, kept_groups, kept_channels = allocate(importance, costs, widths, kv_heads, unit_ratio, config)
     plans = []
     for layer, calib, n_groups, n_channels in zip(layers, calibration, kept_groups, kept_channels):
         mlp = arch.mlp(layer)
