@@ -30,3 +30,9 @@ def pyplot() -> Any | None:
         print("matplotlib not installed: no plot written")
         return None
     return plt
+
+
+def save_figure(fig: Any, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot written to {path}")

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from _common import pyplot
+from _common import pyplot, save_figure
 
 DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
 
@@ -207,9 +207,7 @@ def plot(rows: list[dict], path: str) -> None:
         ax.set_xticklabels(methods)
         ax.set_ylabel(label)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot written to {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

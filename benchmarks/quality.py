@@ -17,7 +17,7 @@ import platform
 import time
 
 import torch
-from _common import load_dense, pyplot
+from _common import load_dense, pyplot, save_figure
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.evaluation import perplexity, zero_shot
@@ -129,9 +129,7 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_ylabel("WikiText-2 perplexity")
     ax.set_yscale("log")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot written to {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import platform
 import time
 
 import torch
-from _common import load_dense, pyplot
+from _common import load_dense, pyplot, save_figure
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.commands.benchmark import compare_speed, speed_rows, speed_table
@@ -116,9 +116,7 @@ def plot(rows: list[dict], path: str) -> None:
         ax.set_ylabel("speed-up over dense")
         ax.set_title(f"batch {batch}")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"plot written to {path}")
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
