@@ -95,7 +95,6 @@ class FlapPruner:
             parameters_after=sum(p.numel() for p in model.parameters()),
             seconds=time.perf_counter() - start,
         )
-        model.config.pruning_config["achieved_ratio"] = round(self.report.achieved_ratio, 6)
         logger.info(self.report.summary())
         self.model, self.tokenizer, self.layout = model, tokenizer, layout
         return model

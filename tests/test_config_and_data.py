@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from eval_fixtures import char_tokenizer
 from tiny_models import calibration_ids, tiny_model
 
 from optimum_flap import (
@@ -69,6 +70,17 @@ def test_round_trip_dict_and_json(tmp_path):
     config.save_pretrained(tmp_path)
     assert FlapConfig.from_pretrained(tmp_path) == config
     assert json.loads((tmp_path / "flap_config.json").read_text())["structure"] == "UL-MM"
+
+
+def test_recipe_round_trips_through_a_pruned_checkpoint(tmp_path):
+    """The checkpoint's `pruning_config` is exactly the recipe, so `FlapConfig.from_pretrained` reads it back."""
+    calib = tmp_path / "calib.txt"
+    calib.write_text(" ".join(f"w{i % 50}" for i in range(4000)))
+    config = FlapConfig(pruning_ratio=0.3, dataset=str(calib), num_samples=4, seq_len=16, batch_size=2)
+    pruner = FlapPruner(config)
+    pruner.prune_model(tiny_model("llama-gqa"), char_tokenizer())
+    pruner.save_pretrained(tmp_path / "pruned")
+    assert FlapConfig.from_pretrained(tmp_path / "pruned") == config
 
 
 def test_bias_compensation_defaults_per_method():
