@@ -7,12 +7,12 @@ release produced it.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
+from .recipe import Recipe, is_int
 from .version import __version__
 
 CONFIG_NAME = "flap_config.json"
@@ -20,7 +20,6 @@ CONFIG_NAME = "flap_config.json"
 METHODS = ("flap", "wanda-sp", "magnitude-sp", "cfsp")
 METRICS = ("wifv", "ifv", "wifn")
 STRUCTURES = ("UL-UM", "UL-MM", "AL-MM", "AL-AM")
-NAMED_DATASETS = ("wikitext2", "c4")
 MANUAL_STRUCTURES = ("UL-MM", "AL-MM")
 CFSP_IMPORTANCE = ("angular", "cosine", "mse")
 CFSP_ALLOCATIONS = ("sigmoid", "uniform")
@@ -32,11 +31,7 @@ CFSP_DEFAULT_TEMPERATURE = 1e4 / (128 * 1024)
 _DEFAULT_BIAS_COMPENSATION = {"flap": True, "wanda-sp": False, "magnitude-sp": False, "cfsp": False}
 
 
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"FlapConfig: invalid {field}={value!r}; allowed: {allowed}.")
-
-
-class FlapConfig:
+class FlapConfig(Recipe):
     """Recipe for one pruning run.
 
     Args:
@@ -121,57 +116,48 @@ class FlapConfig:
         self.cfsp_prune_attention = cfsp_prune_attention
         self.validate()
 
-    @staticmethod
-    def _field_names() -> tuple[str, ...]:
-        return (
-            "method", "pruning_ratio", "metric", "structure", "remove_heads", "dataset", "num_samples",
-            "seq_len", "seed", "batch_size", "bias_compensation", "min_head_groups", "min_channels",
-            "round_to", "cfsp_importance", "cfsp_allocation", "cfsp_temperature", "cfsp_score",
-            "cfsp_prune_attention",
-        )
-
     def validate(self) -> None:
         """Raise `ValueError` naming the first field whose value is not allowed."""
         if self.method not in METHODS:
-            raise _fail("method", self.method, ", ".join(METHODS))
+            raise self._fail("method", self.method, ", ".join(METHODS))
         if isinstance(self.pruning_ratio, bool) or not isinstance(self.pruning_ratio, (int, float)) or not (
             0.0 <= self.pruning_ratio < 1.0
         ):
-            raise _fail("pruning_ratio", self.pruning_ratio, "a number in [0, 1)")
+            raise self._fail("pruning_ratio", self.pruning_ratio, "a number in [0, 1)")
         if self.metric not in METRICS:
-            raise _fail("metric", self.metric, ", ".join(METRICS))
+            raise self._fail("metric", self.metric, ", ".join(METRICS))
         if self.structure not in STRUCTURES:
-            raise _fail("structure", self.structure, ", ".join(STRUCTURES))
+            raise self._fail("structure", self.structure, ", ".join(STRUCTURES))
         if self.structure in MANUAL_STRUCTURES:
-            if not _is_int(self.remove_heads) or self.remove_heads < 0:
-                raise _fail(
+            if not is_int(self.remove_heads) or self.remove_heads < 0:
+                raise self._fail(
                     "remove_heads", self.remove_heads,
                     f"a non-negative int (required by structure={self.structure!r})",
                 )
         elif self.remove_heads is not None:
-            raise _fail("remove_heads", self.remove_heads, f"None for structure={self.structure!r}; "
+            raise self._fail("remove_heads", self.remove_heads, f"None for structure={self.structure!r}; "
                         f"it only applies to {', '.join(MANUAL_STRUCTURES)}")
         for name in ("num_samples", "seq_len", "batch_size", "min_head_groups", "min_channels"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise _fail(name, value, "a positive int")
-        if not _is_int(self.seed):
-            raise _fail("seed", self.seed, "an int")
+            if not is_int(value) or value < 1:
+                raise self._fail(name, value, "a positive int")
+        if not is_int(self.seed):
+            raise self._fail("seed", self.seed, "an int")
         if self.bias_compensation is not None and not isinstance(self.bias_compensation, bool):
-            raise _fail("bias_compensation", self.bias_compensation, "True, False or None (method default)")
-        if self.round_to is not None and (not _is_int(self.round_to) or self.round_to < 1):
-            raise _fail("round_to", self.round_to, "None or a positive int")
+            raise self._fail("bias_compensation", self.bias_compensation, "True, False or None (method default)")
+        if self.round_to is not None and (not is_int(self.round_to) or self.round_to < 1):
+            raise self._fail("round_to", self.round_to, "None or a positive int")
         for name, allowed in (("cfsp_importance", CFSP_IMPORTANCE), ("cfsp_allocation", CFSP_ALLOCATIONS),
                               ("cfsp_score", CFSP_SCORES)):
             if getattr(self, name) not in allowed:
-                raise _fail(name, getattr(self, name), ", ".join(allowed))
+                raise self._fail(name, getattr(self, name), ", ".join(allowed))
         if isinstance(self.cfsp_temperature, bool) or not isinstance(self.cfsp_temperature, (int, float)) or not (
             self.cfsp_temperature > 0 and self.cfsp_temperature != float("inf")
         ):
-            raise _fail("cfsp_temperature", self.cfsp_temperature, "a finite number > 0")
+            raise self._fail("cfsp_temperature", self.cfsp_temperature, "a finite number > 0")
         if not isinstance(self.cfsp_prune_attention, bool):
-            raise _fail("cfsp_prune_attention", self.cfsp_prune_attention, "True or False")
-        _validate_dataset(self.dataset)
+            raise self._fail("cfsp_prune_attention", self.cfsp_prune_attention, "True or False")
+        self._validate_dataset()
 
     @property
     def use_bias_compensation(self) -> bool:
@@ -182,28 +168,7 @@ class FlapConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, stamped with the package version. Large in-memory datasets are summarised."""
-        out = {name: copy.deepcopy(getattr(self, name)) for name in self._field_names()}
-        if not isinstance(self.dataset, str):
-            out["dataset"] = f"<in-memory: {len(self.dataset)} items>"
-        out["optimum_flap_version"] = __version__
-        return out
-
-    @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> FlapConfig:
-        values = {**config_dict, **overrides}
-        return cls(**values)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_json_file(self, path: str | os.PathLike) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> FlapConfig:
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        return {**super().to_dict(), "optimum_flap_version": __version__}
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> FlapConfig:
@@ -222,34 +187,3 @@ class FlapConfig:
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         os.makedirs(directory, exist_ok=True)
         self.to_json_file(os.path.join(directory, CONFIG_NAME))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, FlapConfig) and self.to_dict() == other.to_dict()
-
-    def __repr__(self) -> str:
-        return f"FlapConfig {self.to_json_string()}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _validate_dataset(dataset: Any) -> None:
-    if isinstance(dataset, str):
-        if dataset in NAMED_DATASETS or os.path.isfile(dataset):
-            return
-        raise _fail(
-            "dataset", dataset,
-            f"{', '.join(repr(n) for n in NAMED_DATASETS)}, an existing local file "
-            "(.txt/.raw/.tokens/.jsonl/.json), a list of strings or a list of token-id lists",
-        )
-    if isinstance(dataset, Sequence) and len(dataset) > 0:
-        first = dataset[0]
-        if all(isinstance(item, str) for item in dataset):
-            return
-        if not isinstance(first, str) and hasattr(first, "__len__"):
-            return
-    if hasattr(dataset, "ndim") and getattr(dataset, "ndim", 0) == 2:
-        return
-    raise _fail("dataset", type(dataset).__name__, "a dataset name, a local file, a non-empty list of strings "
-                "or a non-empty list of token-id lists")

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..configuration import _is_int, _validate_dataset
+from ..recipe import Recipe, is_int
 
 RANK_ALLOCATIONS = ("importance", "uniform")
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _fail(field: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"RecoveryConfig: invalid {field}={value!r}; allowed: {allowed}.")
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class RecoveryConfig:
+class RecoveryConfig(Recipe):
     """Recipe for LoRA recovery fine-tuning of a pruned model (CFSP's importance-guided LoRA).
 
     Args:
@@ -105,67 +99,42 @@ class RecoveryConfig:
         self.training_args = dict(training_args or {})
         self.validate()
 
-    @staticmethod
-    def _field_names() -> tuple[str, ...]:
-        return (
-            "dataset", "num_samples", "seq_len", "seed", "max_steps", "num_train_epochs", "learning_rate",
-            "batch_size", "gradient_accumulation_steps", "warmup_steps", "rank", "alpha", "dropout",
-            "rank_allocation", "rank_temperature", "max_rank_factor", "target_modules", "train_biases",
-            "output_dir", "logging_steps", "save_steps", "save_total_limit", "training_args",
-        )
-
     def validate(self) -> None:
         """Raise `ValueError` naming the first field whose value is not allowed."""
-        _validate_dataset(self.dataset)
+        self._validate_dataset()
         for name in ("seq_len", "batch_size", "gradient_accumulation_steps", "rank", "logging_steps"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise _fail(name, value, "a positive int")
+            if not is_int(value) or value < 1:
+                raise self._fail(name, value, "a positive int")
         for name in ("num_samples", "max_steps", "save_steps", "save_total_limit"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise _fail(name, value, "None or a positive int")
+            if value is not None and (not is_int(value) or value < 1):
+                raise self._fail(name, value, "None or a positive int")
         if self.max_steps is None and self.num_samples is None:
-            raise _fail("num_samples", None, "a positive int when max_steps is None")
-        if not _is_int(self.seed):
-            raise _fail("seed", self.seed, "an int")
-        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
-            raise _fail("warmup_steps", self.warmup_steps, "a non-negative int")
+            raise self._fail("num_samples", None, "a positive int when max_steps is None")
+        if not is_int(self.seed):
+            raise self._fail("seed", self.seed, "an int")
+        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise self._fail("warmup_steps", self.warmup_steps, "a non-negative int")
         for name in ("num_train_epochs", "learning_rate", "alpha"):
             value = getattr(self, name)
             if not _is_number(value) or value <= 0:
-                raise _fail(name, value, "a number > 0")
+                raise self._fail(name, value, "a number > 0")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise _fail("dropout", self.dropout, "a number in [0, 1)")
+            raise self._fail("dropout", self.dropout, "a number in [0, 1)")
         if self.rank_allocation not in RANK_ALLOCATIONS:
-            raise _fail("rank_allocation", self.rank_allocation, ", ".join(RANK_ALLOCATIONS))
+            raise self._fail("rank_allocation", self.rank_allocation, ", ".join(RANK_ALLOCATIONS))
         if self.rank_temperature is not None and (not _is_number(self.rank_temperature) or self.rank_temperature <= 0):
-            raise _fail("rank_temperature", self.rank_temperature, "None or a number > 0")
+            raise self._fail("rank_temperature", self.rank_temperature, "None or a number > 0")
         if not _is_number(self.max_rank_factor) or self.max_rank_factor < 1:
-            raise _fail("max_rank_factor", self.max_rank_factor, "a number >= 1")
+            raise self._fail("max_rank_factor", self.max_rank_factor, "a number >= 1")
         if (isinstance(self.target_modules, str) or not self.target_modules
                 or not all(isinstance(m, str) and m for m in self.target_modules)):
-            raise _fail("target_modules", self.target_modules, "a non-empty list of module names, e.g. "
+            raise self._fail("target_modules", self.target_modules, "a non-empty list of module names, e.g. "
                         f"{list(DEFAULT_TARGET_MODULES)}")
         if not isinstance(self.train_biases, bool):
-            raise _fail("train_biases", self.train_biases, "True or False")
+            raise self._fail("train_biases", self.train_biases, "True or False")
         if not isinstance(self.output_dir, str) or not self.output_dir:
-            raise _fail("output_dir", self.output_dir, "a directory path")
+            raise self._fail("output_dir", self.output_dir, "a directory path")
         if not isinstance(self.training_args, dict):
-            raise _fail("training_args", self.training_args, "a dict of TrainingArguments keyword arguments")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {name: copy.deepcopy(getattr(self, name)) for name in self._field_names()}
-        if not isinstance(self.dataset, str):
-            out["dataset"] = f"<in-memory: {len(self.dataset)} items>"
-        return out
-
-    @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> RecoveryConfig:
-        return cls(**{**config_dict, **overrides})
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
-
-    def __repr__(self) -> str:
-        return f"RecoveryConfig {self.to_json_string()}"
+            raise self._fail("training_args", self.training_args, "a dict of TrainingArguments keyword arguments")
