@@ -18,7 +18,7 @@ from .engine.layerwise import LayerwiseRunner
 from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method
 from .plan import LayerPlan, PruningReport
-from .surgery import decoder_linear_parameters, record_layout
+from .surgery import attention_geometry, decoder_linear_parameters, layer_cost, record_layout
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ class FlapPruner:
         decoder_before = decoder_linear_parameters(model, arch)
         total_before = sum(p.numel() for p in model.parameters())
         plans = self._plans(model, arch, tokenizer, physical)
-        layout = record_layout(model, arch, plans, _group_size(model.config))
+        heads, kv_heads, _ = attention_geometry(model.config)
+        layout = record_layout(model, arch, plans, heads // kv_heads)
         setattr(model.config, RECIPE_KEY, config.to_dict())
         decoder_after = decoder_linear_parameters(model, arch) if physical else _kept_parameters(model, arch, plans)
         self.report = PruningReport(
@@ -148,21 +149,13 @@ class FlapPruner:
         return recover(model, tokenizer, recovery_config, **kwargs).model
 
 
-def _group_size(config) -> int:
-    heads = config.num_attention_heads
-    return heads // (getattr(config, "num_key_value_heads", None) or heads)
-
-
 def _keep_everything(config) -> LayerPlan:
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    _, kv_heads, _ = attention_geometry(config)
     return LayerPlan(torch.arange(kv_heads), torch.arange(config.intermediate_size))
 
 
 def _kept_parameters(model: nn.Module, arch, plans: list[LayerPlan]) -> int:
     """Decoder linear parameters a mask-only model would have once physically pruned."""
-    from .surgery import attention_geometry, layer_cost
-
     heads, kv_heads, head_dim = attention_geometry(model.config)
     total = 0
     for layer, plan in zip(arch.decoder_layers(model), plans):
