@@ -22,10 +22,11 @@ import torch
 from _common import load_dense
 
 from optimum_flap import FlapConfig, FlapPruner, RecoveryConfig
+from optimum_flap.evaluation.data import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 from optimum_flap.recovery import recover
 
-DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
+DATA = str(data_dir())
 
 
 def parse_args() -> argparse.Namespace:

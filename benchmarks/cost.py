@@ -31,7 +31,9 @@ import time
 
 from _common import pyplot, save_figure
 
-DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
+from optimum_flap.evaluation.data import data_dir
+
+DATA = str(data_dir())
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,8 +21,9 @@ from _common import load_dense, pyplot, save_figure
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.evaluation import perplexity, zero_shot
+from optimum_flap.evaluation.data import data_dir
 
-DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
+DATA = str(data_dir())
 
 
 def parse_args() -> argparse.Namespace:

@@ -15,10 +15,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_flap import FlapConfig, FlapPruner
+from optimum_flap.evaluation.data import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 from optimum_flap.utils.gguf import smollm2_checkpoint
 
-DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
+DATA = str(data_dir())
 
 
 def main() -> None:

@@ -11,9 +11,10 @@ import torch
 from eval_fixtures import char_tokenizer, tiny_llama
 
 from optimum_flap.evaluation import perplexity
+from optimum_flap.evaluation.data import data_dir
 from optimum_flap.evaluation.perplexity import join_rows, read_text_rows
 
-SHARED = Path(os.environ.get("OPTIMUM_FLAP_DATA_DIR", "../shared/data"))
+SHARED = data_dir()
 WIKI = SHARED / "wikitext2" / "wiki.test.raw"
 SMOLLM2 = Path(os.environ.get("OPTIMUM_FLAP_SMOLLM2", "/tmp/smollm2"))
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from optimum_flap import FlapConfig, FlapPruner
+from optimum_flap.evaluation.data import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 
 pytestmark = pytest.mark.slow
 
-DATA = os.environ.get("OPTIMUM_FLAP_DATA_DIR", os.path.join("..", "shared", "data"))
+DATA = str(data_dir())
 C4 = os.path.join(DATA, "c4", "sample_c4-rp1.jsonl")
 WIKI = os.path.join(DATA, "wikitext2", "wiki.test.raw")
 
