@@ -1,10 +1,18 @@
-"""What a structured method decides, independent of how it scored: per-layer kept units and their costs."""
+"""What a method decides, independent of how it scored: typed plans, and what a run achieved.
+
+Methods return plans; they never edit the model. The pruner applies a plan (surgery for a
+`StructuredLayerPlan`, masking for a `MaskLayerPlan`), records the layout and builds the report from
+one parameter accounting. A `PruningPlan` holds one layer plan per decoder layer, all of one kind.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
+
+PlanKind = Literal["structured", "mask"]
 
 
 @dataclass
@@ -19,8 +27,50 @@ class LayerCost:
 
 
 @dataclass
+class StructuredLayerPlan:
+    """One layer of a structured plan: the units it keeps, and the terms that compensate the others.
+
+    Bias compensation (FLAP §3.4) is carried as the calibration mean of each output projection's
+    inputs; the removed inputs' mean contribution is folded into that projection's bias when the plan
+    is applied. None means no compensation for that module.
+    """
+
+    #: sorted indices of the key/value head groups kept (a group is one KV head and its query heads)
+    kept_groups: torch.Tensor
+    #: sorted indices of the MLP intermediate channels kept
+    kept_channels: torch.Tensor
+    #: mean of the attention output projection's inputs over the calibration tokens (full dense width)
+    attention_input_mean: torch.Tensor | None = None
+    #: mean of the MLP output projection's inputs over the calibration tokens (full dense width)
+    mlp_input_mean: torch.Tensor | None = None
+
+
+@dataclass
+class MaskLayerPlan:
+    """One layer of a mask plan: a boolean keep-mask per Linear weight, shapes unchanged.
+
+    Keys are module paths relative to the decoder layer (e.g. `"self_attn.q_proj"`). `weights`
+    optionally replaces the kept values (a SparseGPT reconstruction); masked entries end at zero.
+    """
+
+    masks: dict[str, torch.Tensor]
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class PruningPlan:
+    """A method's whole decision: one layer plan per decoder layer, and what to record beside it."""
+
+    kind: PlanKind
+    layers: list[StructuredLayerPlan] | list[MaskLayerPlan]
+    #: method-specific records written into `model.config` (e.g. CFSP's block importances)
+    config_records: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class LayerPlan:
-    """Sorted indices of the head groups and MLP channels one layer keeps."""
+    """Sorted indices of the head groups and MLP channels one layer keeps (superseded by
+    `StructuredLayerPlan`; removed once every caller returns typed plans)."""
 
     kept_groups: torch.Tensor
     kept_channels: torch.Tensor

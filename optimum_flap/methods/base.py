@@ -1,0 +1,72 @@
+"""The contract between the calibration pipeline and a pruning method (interface for the rebuild).
+
+A method never loops over layers and never edits the model. The pipeline (`optimum_flap.engine`)
+walks the decoder blocks and calls the method's hooks; the pruner applies the plans the method
+returns. This mirrors llm-compressor, whose modifiers react to the events of a separate sequential
+pipeline.
+
+Hooks, in the order the pipeline calls them:
+
+1. `check(model)`: refuse, from shapes alone, a recipe that could only fail after calibrating.
+2. per decoder block `i` (the block is on the execution device):
+   - `observers(block)`: module path (relative to the block) -> function receiving that module's
+     input tensor, attached while the block runs over the calibration batches;
+   - `on_block_output(block, inputs, outputs)`: each batch's block input and output hidden states
+     (for block-level statistics such as CFSP's angular importance);
+   - `block_done(block)`: called once the block has run on every batch. A sequential method
+     (`propagation` "pruned" or "both") returns the block's layer plan here: the pipeline applies it
+     before it propagates the block's outputs. It may run the block again through the block context
+     (with gradients when `needs_grad`). One-shot methods keep their small statistics and return None.
+3. `finish(model)`: after the last block; returns the `PruningPlan` (one-shot methods decide here;
+   sequential ones return the plans they already produced).
+
+Class attributes tell the pipeline what the method needs:
+- `propagation`: "dense" (the next block sees the dense block's outputs: one-shot FLAP/CFSP),
+  "pruned" (it sees the pruned block's outputs: SparseGPT, Wanda sequential), or "both" (two
+  streams, for a method comparing a pruned block with its dense twin: LLM-Barber).
+- `needs_grad`: the block is run with autograd enabled when the method asks for it.
+- `plan_kind`: "structured" or "mask".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..plan import MaskLayerPlan, PlanKind, PruningPlan, StructuredLayerPlan
+
+Propagation = Literal["dense", "pruned", "both"]
+
+
+class PruningMethod:
+    """Base class of every method; subclasses live in `optimum_flap/methods/<name>/` and register."""
+
+    name: ClassVar[str]
+    plan_kind: ClassVar[PlanKind] = "structured"
+    propagation: ClassVar[Propagation] = "dense"
+    needs_grad: ClassVar[bool] = False
+
+    def __init__(self, config: Any, architecture: Any) -> None:
+        self.config = config
+        self.architecture = architecture
+
+    def needs_calibration(self) -> bool:
+        """False for methods that score weights only (magnitude): the pipeline then runs no data."""
+        return True
+
+    def check(self, model: nn.Module) -> None:
+        """Refuse, from the model's shapes alone, a recipe that could only fail after calibrating."""
+
+    def observers(self, block: Any) -> dict[str, Any]:
+        return {}
+
+    def on_block_output(self, block: Any, inputs: Any, outputs: Any) -> None:
+        """Per batch: the block's input and output hidden states (dense stream unless propagation says)."""
+
+    def block_done(self, block: Any) -> StructuredLayerPlan | MaskLayerPlan | None:
+        return None
+
+    def finish(self, model: nn.Module) -> PruningPlan:
+        raise NotImplementedError
