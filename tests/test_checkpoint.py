@@ -11,6 +11,7 @@ from conftest import ckpt_make_pruned, ckpt_tiny_model, ckpt_tiny_tokenizer
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from optimum_flap.architectures import ARCHITECTURES
 from optimum_flap.checkpoint import (
     REMOTE_CODE_FORMAT,
     STOCK_FORMAT,
@@ -20,7 +21,6 @@ from optimum_flap.checkpoint import (
     save_pruned_model,
 )
 from optimum_flap.checkpoint import save as save_module
-from optimum_flap.architectures import ARCHITECTURES
 from optimum_flap.models import register_auto_classes
 
 register_auto_classes()
