@@ -9,8 +9,12 @@ Two kinds of checkpoint (see docs/checkpoint-format.md):
   saved alongside (imports torch and transformers only). Plain transformers loads it with
   `trust_remote_code=True`; after `import optimum_flap` no flag is needed.
 
-The format is chosen automatically. Saving is atomic: everything is written to a temporary
-directory next to the target, which is then moved into place.
+A masked model (`config.pruning_sparsity` set: zeros in dense-shaped tensors) is written like an
+unpruned one, stock whenever its biases allow, with its measured sparsity in config.json.
+
+Which biases a stock config can hold and which classes to write come from the family's spec
+(`optimum_flap.architectures`). The format is chosen automatically. Saving is atomic: everything is
+written to a temporary directory next to the target, which is then moved into place.
 """
 
 from __future__ import annotations
