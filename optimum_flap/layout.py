@@ -12,6 +12,8 @@ from typing import Any
 
 LAYOUT_KEY = "pruning_layout"
 RECIPE_KEY = "pruning_config"
+#: config key of a masked (dense-shaped) model: per layer, per projection path, the fraction of zero weights
+SPARSITY_KEY = "pruning_sparsity"
 
 
 @dataclass
@@ -34,6 +36,9 @@ class PruningLayout:
     attention_output_bias: bool
     #: `down_proj` carries a bias (bias compensation, or the model's own MLP bias)
     mlp_output_bias: bool
+    #: roles ("attention_output", "mlp_output") whose bias bias compensation added (the dense model had
+    #: none); None when not recorded
+    compensation_biases: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,7 +46,9 @@ class PruningLayout:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruningLayout:
         layers = [LayerLayout(**layer) for layer in data["layers"]]
-        return cls(layers, bool(data["attention_output_bias"]), bool(data["mlp_output_bias"]))
+        compensation = data.get("compensation_biases")
+        return cls(layers, bool(data["attention_output_bias"]), bool(data["mlp_output_bias"]),
+                   None if compensation is None else list(compensation))
 
     @classmethod
     def from_config(cls, config: Any) -> PruningLayout | None:

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .architectures import get_architecture
+from .accounting import achieved_ratio, decoder_linear_parameters, kept_parameters
+from .architectures import attention_geometry, get_architecture
 from .checkpoint import CheckpointPlan, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
@@ -18,7 +19,7 @@ from .engine.layerwise import LayerwiseRunner
 from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method
 from .plan import LayerPlan, PruningReport
-from .surgery import attention_geometry, decoder_linear_parameters, layer_cost, record_layout
+from .surgery import record_layout, record_sparsity
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,14 @@ class FlapPruner:
         heads, kv_heads, _ = attention_geometry(model.config)
         layout = record_layout(model, arch, plans, heads // kv_heads)
         setattr(model.config, RECIPE_KEY, config.to_dict())
-        decoder_after = decoder_linear_parameters(model, arch) if physical else _kept_parameters(model, arch, plans)
+        if not physical:
+            record_sparsity(model, arch)
+        decoder_after = kept_parameters(model, arch, physical)
         self.report = PruningReport(
             method=config.method,
             structure=config.structure,
             target_ratio=config.pruning_ratio,
-            achieved_ratio=1.0 - decoder_after / decoder_before,
+            achieved_ratio=achieved_ratio(decoder_before, decoder_after),
             decoder_parameters_before=decoder_before,
             decoder_parameters_after=decoder_after,
             parameters_before=total_before,
@@ -153,14 +156,3 @@ def _keep_everything(config) -> LayerPlan:
     _, kv_heads, _ = attention_geometry(config)
     return LayerPlan(torch.arange(kv_heads), torch.arange(config.intermediate_size))
 
-
-def _kept_parameters(model: nn.Module, arch, plans: list[LayerPlan]) -> int:
-    """Decoder linear parameters a mask-only model would have once physically pruned."""
-    heads, kv_heads, head_dim = attention_geometry(model.config)
-    total = 0
-    for layer, plan in zip(arch.decoder_layers(model), plans):
-        cost = layer_cost(layer, arch, heads // kv_heads, head_dim, compensate=False)
-        removed = (kv_heads - plan.kept_groups.numel()) * cost.group_cost
-        removed += (model.config.intermediate_size - plan.kept_channels.numel()) * cost.channel_cost
-        total += cost.total - removed
-    return total

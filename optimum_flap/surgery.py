@@ -1,4 +1,9 @@
-"""Model surgery: remove head groups and MLP channels from decoder layers, with bias compensation.
+"""Model surgery: apply a layer plan to a decoder layer, reading where everything is from its spec.
+
+`apply_structured_layer_plan` removes head groups and MLP channels. Rows of q/k/v (a group's query
+heads and its key/value head) and of gate/up (a channel) are dropped, as are the matching input columns
+of o and down. Fused projections (Phi-3's `qkv_proj`, `gate_up_proj`) are cut block by block at each
+role's row offset, so cutting a fused model gives the same tensors as cutting its unfused twin.
 
 Bias compensation (FLAP §3.4): a removed input channel j of an output projection W no longer
 contributes W[:, j] x_j; its calibration mean is folded into the bias instead,
@@ -8,6 +13,9 @@ so each pruned layer keeps its mean output on the calibration set.
 `physical=True` replaces Linear layers by smaller ones. `physical=False` keeps dense shapes and
 zeroes the removed rows instead (q/k/v rows of a removed group, gate/up rows of a removed channel),
 which computes the same function: the mask-only mode of FLAP's `--unstr` scripts.
+
+`apply_mask_layer_plan` zeroes the masked entries of each Linear in place (unstructured and
+semi-structured methods); shapes never change.
 """
 
 from __future__ import annotations
@@ -15,56 +23,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .architectures import DecoderArchitecture
-from .layout import LAYOUT_KEY, LayerLayout, PruningLayout
-from .plan import LayerCost, LayerPlan
-
-
-def attention_geometry(config) -> tuple[int, int, int]:
-    """(query heads, key/value heads, head_dim) of the dense model."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return heads, kv_heads, head_dim
-
-
-def _linear_parameters(linear: nn.Linear) -> int:
-    return linear.weight.numel() + (linear.bias.numel() if linear.bias is not None else 0)
-
-
-def _projections(layer: nn.Module, arch: DecoderArchitecture) -> dict[str, nn.Linear]:
-    attn, mlp = arch.attention(layer), arch.mlp(layer)
-    return {
-        "q": getattr(attn, arch.query), "k": getattr(attn, arch.key), "v": getattr(attn, arch.value),
-        "o": getattr(attn, arch.attention_output),
-        "gate": getattr(mlp, arch.gate), "up": getattr(mlp, arch.up), "down": getattr(mlp, arch.mlp_output),
-    }
-
-
-def decoder_linear_parameters(model: nn.Module, arch: DecoderArchitecture) -> int:
-    """Weights and biases of every attention and MLP projection: the base of `pruning_ratio`."""
-    return sum(
-        _linear_parameters(linear)
-        for layer in arch.decoder_layers(model)
-        for linear in _projections(layer, arch).values()
-    )
-
-
-def layer_cost(layer: nn.Module, arch: DecoderArchitecture, group_size: int, head_dim: int,
-               compensate: bool) -> LayerCost:
-    """True parameter cost of one head group and one MLP channel in `layer` (biases included)."""
-    p = _projections(layer, arch)
-
-    def row(linear: nn.Linear) -> int:  # one output row: a weight row plus its bias entry
-        return linear.in_features + (1 if linear.bias is not None else 0)
-
-    group_cost = group_size * head_dim * (row(p["q"]) + p["o"].out_features) + head_dim * (row(p["k"]) + row(p["v"]))
-    channel_cost = row(p["gate"]) + row(p["up"]) + p["down"].out_features
-    added_bias = 0
-    if compensate:
-        added_bias = sum(p[name].out_features for name in ("o", "down") if p[name].bias is None)
-    total = sum(_linear_parameters(linear) for linear in p.values())
-    return LayerCost(group_cost=group_cost, channel_cost=channel_cost, total=total, added_bias=added_bias)
+from .accounting import compensation_roles, measure_sparsity
+from .architectures import ATTENTION_OUTPUT, GATE, KEY, MLP_OUTPUT, QUERY, UP, VALUE, DecoderArchitecture
+from .layout import LAYOUT_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
+from .plan import LayerPlan, MaskLayerPlan, StructuredLayerPlan
 
 
 def _rows(groups: torch.Tensor, width: int) -> torch.Tensor:
@@ -116,6 +78,74 @@ def _keep_columns(linear: nn.Linear, columns: torch.Tensor, mean: torch.Tensor |
     return _new_linear(linear, weight, bias.detach() if bias is not None else None)
 
 
+def _check_indices(name: str, kept: torch.Tensor, count: int) -> None:
+    if kept.ndim != 1 or kept.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor of indices, got shape {tuple(kept.shape)}.")
+    if int(kept.min()) < 0 or int(kept.max()) >= count or kept.unique().numel() != kept.numel():
+        raise ValueError(f"{name} must hold distinct indices in [0, {count}), got {kept.tolist()}.")
+
+
+def apply_structured_layer_plan(
+    layer: nn.Module, spec: DecoderArchitecture, plan: StructuredLayerPlan, physical: bool = True
+) -> None:
+    """Keep `plan.kept_groups` and `plan.kept_channels` of one decoder layer, in place.
+
+    A plan's input means (`attention_input_mean`, `mlp_input_mean`) turn on bias compensation for
+    that output projection. Indices refer to the layer as it is now (dense).
+    """
+    if spec.per_head_norms:
+        raise NotImplementedError(
+            f"{spec.model_type}: cutting per-head norms {spec.per_head_norms} with their heads is not implemented."
+        )
+    group_size, head_dim = spec.head_geometry(layer)
+    projections = spec.projections(layer)
+    groups_now = projections[ATTENTION_OUTPUT].in_features // (group_size * head_dim)
+    channels_now = projections[MLP_OUTPUT].in_features
+    groups, channels = plan.kept_groups, plan.kept_channels
+    _check_indices("kept_groups", groups, groups_now)
+    _check_indices("kept_channels", channels, channels_now)
+    # per role: (rows kept inside the role's block, the block's height)
+    query_rows = _rows(groups, group_size * head_dim)
+    kept = {
+        QUERY: (query_rows, groups_now * group_size * head_dim),
+        KEY: (_rows(groups, head_dim), groups_now * head_dim),
+        VALUE: (_rows(groups, head_dim), groups_now * head_dim),
+        GATE: (channels, channels_now),
+        UP: (channels, channels_now),
+    }
+    columns = {ATTENTION_OUTPUT: (query_rows, plan.attention_input_mean), MLP_OUTPUT: (channels, plan.mlp_input_mean)}
+    for roles in spec.projection_paths().values():
+        linear = projections[roles[0]]
+        if roles[0] in columns:
+            kept_columns, mean = columns[roles[0]]
+            new = _keep_columns(linear, kept_columns, mean, physical)
+        else:  # a fused module stacks its roles' row blocks in role order
+            offsets = torch.cumsum(torch.tensor([0] + [kept[r][1] for r in roles[:-1]]), 0).tolist()
+            rows = torch.cat([kept[r][0].to(torch.long) + offset for r, offset in zip(roles, offsets)])
+            new = _keep_rows(linear, rows, physical)
+        spec.set_projection(layer, roles[0], new)
+    mlp = spec.mlp(layer)
+    if physical and hasattr(mlp, "intermediate_size"):
+        mlp.intermediate_size = int(channels.numel())
+
+
+def apply_mask_layer_plan(layer: nn.Module, plan: MaskLayerPlan) -> None:
+    """Write `plan.weights` where given, then zero every masked weight entry, in place; shapes unchanged."""
+    for path in set(plan.masks) | set(plan.weights):
+        weight = layer.get_submodule(path).weight
+        for name, tensor in (("mask", plan.masks.get(path)), ("weights", plan.weights.get(path))):
+            if tensor is not None and tuple(tensor.shape) != tuple(weight.shape):
+                raise ValueError(f"{path}: {name} shape {tuple(tensor.shape)} differs from the weight's "
+                                 f"{tuple(weight.shape)}.")
+        if path in plan.masks and plan.masks[path].dtype != torch.bool:
+            raise ValueError(f"{path}: a mask must be a bool tensor, got {plan.masks[path].dtype}.")
+        with torch.no_grad():
+            if path in plan.weights:
+                weight.copy_(plan.weights[path])
+            if path in plan.masks:
+                weight.masked_fill_(~plan.masks[path].to(weight.device), 0)
+
+
 def prune_layer(
     layer: nn.Module,
     arch: DecoderArchitecture,
@@ -126,28 +156,22 @@ def prune_layer(
     mlp_mean: torch.Tensor | None,
     physical: bool = True,
 ) -> None:
-    """Apply one layer's plan in place; means given means bias compensation for that projection."""
-    attn, mlp = arch.attention(layer), arch.mlp(layer)
-    groups = plan.kept_groups
-    query_rows = _rows(groups, group_size * head_dim)
-    kv_rows = _rows(groups, head_dim)
-    setattr(attn, arch.query, _keep_rows(getattr(attn, arch.query), query_rows, physical))
-    setattr(attn, arch.key, _keep_rows(getattr(attn, arch.key), kv_rows, physical))
-    setattr(attn, arch.value, _keep_rows(getattr(attn, arch.value), kv_rows, physical))
-    setattr(attn, arch.attention_output,
-            _keep_columns(getattr(attn, arch.attention_output), query_rows, attention_mean, physical))
-    channels = plan.kept_channels
-    setattr(mlp, arch.gate, _keep_rows(getattr(mlp, arch.gate), channels, physical))
-    setattr(mlp, arch.up, _keep_rows(getattr(mlp, arch.up), channels, physical))
-    setattr(mlp, arch.mlp_output, _keep_columns(getattr(mlp, arch.mlp_output), channels, mlp_mean, physical))
-    if physical and hasattr(mlp, "intermediate_size"):
-        mlp.intermediate_size = int(channels.numel())
+    """`apply_structured_layer_plan` for the untyped `LayerPlan` (removed with it)."""
+    if (group_size, head_dim) != arch.head_geometry(layer):
+        raise ValueError(f"group_size={group_size}, head_dim={head_dim} do not match the layer's "
+                         f"{arch.head_geometry(layer)}.")
+    typed = StructuredLayerPlan(plan.kept_groups, plan.kept_channels, attention_mean, mlp_mean)
+    apply_structured_layer_plan(layer, arch, typed, physical)
 
 
 def record_layout(
-    model: nn.Module, arch: DecoderArchitecture, plans: list[LayerPlan], group_size: int
+    model: nn.Module, arch: DecoderArchitecture, plans: list[LayerPlan] | list[StructuredLayerPlan], group_size: int
 ) -> PruningLayout:
-    """Write the per-layer sizes into `model.config.pruning_layout` and return them."""
+    """Write the per-layer sizes into `model.config.pruning_layout` and return them.
+
+    Call after the plans were applied and before the model's config changes: the config's bias flags
+    tell which output biases bias compensation added.
+    """
     layers = [
         LayerLayout(
             num_attention_heads=int(plan.kept_groups.numel()) * group_size,
@@ -157,11 +181,22 @@ def record_layout(
         )
         for plan in plans
     ]
-    projections = [_projections(layer, arch) for layer in arch.decoder_layers(model)]
+    projections = [arch.projections(layer) for layer in arch.decoder_layers(model)]
     layout = PruningLayout(
         layers=layers,
-        attention_output_bias=all(p["o"].bias is not None for p in projections),
-        mlp_output_bias=all(p["down"].bias is not None for p in projections),
+        attention_output_bias=all(p[ATTENTION_OUTPUT].bias is not None for p in projections),
+        mlp_output_bias=all(p[MLP_OUTPUT].bias is not None for p in projections),
+        compensation_biases=compensation_roles(model, arch),
     )
     setattr(model.config, LAYOUT_KEY, layout.to_dict())
     return layout
+
+
+def record_sparsity(model: nn.Module, arch: DecoderArchitecture) -> list[dict[str, float]]:
+    """Write the fraction of zero weights per layer and projection into `model.config.pruning_sparsity`.
+
+    Marks the model as masked: `save_pruned_model` then writes it dense-shaped, with this record.
+    """
+    sparsity = measure_sparsity(model, arch)
+    setattr(model.config, SPARSITY_KEY, sparsity)
+    return sparsity

@@ -11,6 +11,7 @@ from conftest import ckpt_make_pruned, ckpt_tiny_model, ckpt_tiny_tokenizer
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from optimum_flap.architectures import ARCHITECTURES
 from optimum_flap.checkpoint import (
     REMOTE_CODE_FORMAT,
     STOCK_FORMAT,
@@ -20,7 +21,7 @@ from optimum_flap.checkpoint import (
     save_pruned_model,
 )
 from optimum_flap.checkpoint import save as save_module
-from optimum_flap.models import FAMILIES, register_auto_classes
+from optimum_flap.models import register_auto_classes
 
 register_auto_classes()
 
@@ -105,7 +106,7 @@ def test_uniform_without_output_bias_is_stock(tmp_path, family):
     assert config["num_attention_heads"] == 2 and config["intermediate_size"] == 48 and config["head_dim"] == 16
     assert config["dense_sizes"] == {"num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 96}
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
-    assert type(reloaded) is FAMILIES[family].stock_model_class
+    assert type(reloaded) is ARCHITECTURES[family].classes.stock_model_class
     torch.testing.assert_close(_logits(reloaded), _logits(model), atol=1e-5, rtol=0)
 
 
@@ -261,8 +262,8 @@ def test_static_cache_generation(tmp_path):
 def test_flap_model_sets_the_same_attributes_as_stock(family):
     """The flap classes re-implement `<Family>Model.__init__`; catch a transformers release adding attributes."""
     stock = ckpt_tiny_model(family, num_layers=1)
-    config = FAMILIES[family].flap_config_class(**{**stock.config.to_dict(), "head_dim": 16})
-    flap = FAMILIES[family].flap_model_class(config)
+    config = ARCHITECTURES[family].classes.flap_config_class(**{**stock.config.to_dict(), "head_dim": 16})
+    flap = ARCHITECTURES[family].classes.flap_model_class(config)
     assert set(vars(flap.model)) == set(vars(stock.model))
     assert set(vars(flap)) == set(vars(stock))
     assert set(flap.state_dict()) == set(stock.state_dict())

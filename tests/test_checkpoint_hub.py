@@ -27,7 +27,8 @@ def test_pruning_stats():
     hidden, hd = 64, 16
     dense_layer = 2 * hidden * 4 * hd + 2 * hidden * 2 * hd + 3 * hidden * 96
     sizes = [(2, 1, 40), (4, 2, 96), (2, 1, 7)]
-    pruned = sum(2 * hidden * h * hd + 2 * hidden * kv * hd + 3 * hidden * i for h, kv, i in sizes)
+    # weights and biases: the dense llama had none, the pruned one has o_proj and down_proj biases
+    pruned = sum(2 * hidden * h * hd + 2 * hidden * kv * hd + 3 * hidden * i + 2 * hidden for h, kv, i in sizes)
     assert stats["dense_decoder_linear_parameters"] == 3 * dense_layer
     assert stats["pruned_decoder_linear_parameters"] == pruned
     assert stats["achieved_ratio"] == pytest.approx(1 - pruned / (3 * dense_layer))

@@ -10,8 +10,8 @@ from eval_fixtures import char_tokenizer
 from tiny_models import FAMILIES, calibration_ids, tiny_model
 
 from optimum_flap import FlapConfig, FlapPruner
-from optimum_flap.architectures import get_architecture
-from optimum_flap.surgery import attention_geometry, layer_cost
+from optimum_flap.accounting import layer_cost
+from optimum_flap.architectures import attention_geometry, get_architecture
 
 ALL_FAMILIES = list(FAMILIES)
 STRUCTURES = {"UL-UM": None, "UL-MM": 8, "AL-MM": 8, "AL-AM": None}

@@ -10,6 +10,13 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
+from ..accounting import (
+    achieved_ratio,
+    biased_roles,
+    decoder_linear_parameters,
+    layout_parameters,
+    nonzero_decoder_parameters,
+)
 from ..architectures import get_architecture
 from ..layout import RECIPE_KEY
 
@@ -20,35 +27,29 @@ CARD_TAGS = ["pruned", "flap", "structured-pruning", "optimum-flap"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def _layer_linear_params(hidden: int, head_dim: int, heads: int, kv_heads: int, inter: int) -> int:
-    """Weights of q, k, v, o, gate, up and down in one decoder layer (FLAP's pruning budget)."""
-    return 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * inter
-
-
 def pruning_stats(model: nn.Module, plan: CheckpointPlan) -> dict[str, Any]:
     """Parameter counts of the pruned model and the ratio actually removed.
 
-    `achieved_ratio` uses FLAP's definition: the fraction of the decoder layers' linear weights
-    (q/k/v/o/gate/up/down) removed; embeddings, norms and the LM head are not counted.
+    `achieved_ratio` is the fraction of the decoder layers' linear parameters (weights and biases of
+    q/k/v/o/gate/up/down) removed, counted by `optimum_flap.accounting` exactly as the pruner's report
+    counts it; embeddings, norms and the LM head are not counted. A structured checkpoint is counted
+    from its layout (the dense model is gone), a masked one from its non-zero entries.
     """
-    hidden = model.config.hidden_size
-    dense = plan.dense_sizes
-    n_layers = len(plan.layout.layers)
-    dense_linear = n_layers * _layer_linear_params(
-        hidden, plan.head_dim, dense["num_attention_heads"], dense["num_key_value_heads"], dense["intermediate_size"]
-    )
-    pruned_linear = sum(
-        _layer_linear_params(
-            hidden, plan.head_dim, la.num_attention_heads, la.num_key_value_heads, la.intermediate_size
+    arch = get_architecture(model)
+    compensation = plan.layout.compensation_biases or ()
+    if plan.sparsity is not None:
+        dense_linear = decoder_linear_parameters(model, arch, without_bias_of=compensation)
+        pruned_linear = nonzero_decoder_parameters(model, arch)
+    else:
+        dense_linear, pruned_linear = layout_parameters(
+            plan.layout, model.config.hidden_size, plan.head_dim, plan.dense_sizes, biased_roles(model, arch)
         )
-        for la in plan.layout.layers
-    )
     total = sum(p.numel() for p in model.parameters())  # parameters() counts tied weights once
     return {
         "total_parameters": total,
         "dense_decoder_linear_parameters": dense_linear,
         "pruned_decoder_linear_parameters": pruned_linear,
-        "achieved_ratio": 1.0 - pruned_linear / dense_linear if dense_linear else 0.0,
+        "achieved_ratio": achieved_ratio(dense_linear, pruned_linear),
     }
 
 
@@ -59,6 +60,30 @@ def _hub_id(base_model: str | None) -> str | None:
     return None
 
 
+def _size_table(plan: CheckpointPlan) -> list[str]:
+    return [
+        "Per-layer sizes (query heads / key-value heads / MLP channels):",
+        "",
+        "| layer | heads | kv heads | MLP channels |",
+        "|---|---|---|---|",
+        *(
+            f"| {i} | {la.num_attention_heads} | {la.num_key_value_heads} | {la.intermediate_size} |"
+            for i, la in enumerate(plan.layout.layers)
+        ),
+    ]
+
+
+def _sparsity_table(sparsity: list[dict[str, float]]) -> list[str]:
+    modules = list(sparsity[0])
+    return [
+        "Per-layer sparsity (fraction of zero weights in each projection):",
+        "",
+        "| layer | " + " | ".join(f"`{m}`" for m in modules) + " |",
+        "|---|" + "---|" * len(modules),
+        *(f"| {i} | " + " | ".join(f"{layer[m]:.4f}" for m in modules) + " |" for i, layer in enumerate(sparsity)),
+    ]
+
+
 def build_model_card(
     model: nn.Module, *, plan: CheckpointPlan, base_model: str | None = None, repo_id: str | None = None
 ) -> ModelCard:
@@ -66,7 +91,8 @@ def build_model_card(
 
     Card data: `base_model` (when it is a Hub id), the tags `pruned`, `flap`,
     `structured-pruning`, `optimum-flap`, `library_name: transformers`. Body: the recipe, the
-    achieved ratio, parameter counts, per-layer sizes, and how to load the checkpoint.
+    achieved ratio, parameter counts, per-layer sizes (a masked model: per-layer sparsity), and how to
+    load the checkpoint.
     """
     from .save import REMOTE_CODE_FORMAT
 
@@ -83,33 +109,29 @@ def build_model_card(
     name = repo_id or "path/to/this/checkpoint"
     source = f"[`{hub_base}`](https://huggingface.co/{hub_base})" if hub_base else f"`{base_model or 'a dense model'}`"
     ratio = stats["achieved_ratio"]
+    what = ("Weights were set to zero in place (the tensors keep their dense shapes);" if plan.sparsity is not None
+            else "Attention heads and MLP channels were removed;")
     lines = [
         f"# {repo_id.split('/')[-1] if repo_id else 'Pruned model'}",
         "",
-        f"A structurally pruned version of {source} ({family} architecture), produced with "
+        f"A {'sparse' if plan.sparsity is not None else 'structurally pruned'} version of {source} "
+        f"({family} architecture), produced with "
         "optimum-flap "
         f"({recipe.get('method', 'flap')}, structure {recipe.get('structure', 'n/a')}). "
-        "Attention heads and MLP channels were removed; no weights were retrained.",
+        f"{what} no weights were retrained.",
         "",
         "## Pruning results",
         "",
         "| | value |",
         "|---|---|",
         f"| requested ratio | {recipe.get('pruning_ratio', 'n/a')} |",
-        f"| achieved ratio (decoder linear weights removed) | {ratio:.4f} |",
-        f"| decoder linear weights, dense | {stats['dense_decoder_linear_parameters']:,} |",
-        f"| decoder linear weights, pruned | {stats['pruned_decoder_linear_parameters']:,} |",
+        f"| achieved ratio (decoder linear parameters removed) | {ratio:.4f} |",
+        f"| decoder linear parameters, dense | {stats['dense_decoder_linear_parameters']:,} |",
+        f"| decoder linear parameters, pruned | {stats['pruned_decoder_linear_parameters']:,} |",
         f"| total parameters (pruned model) | {stats['total_parameters']:,} |",
         f"| checkpoint format | `{plan.checkpoint_format}` |",
         "",
-        "Per-layer sizes (query heads / key-value heads / MLP channels):",
-        "",
-        "| layer | heads | kv heads | MLP channels |",
-        "|---|---|---|---|",
-        *(
-            f"| {i} | {la.num_attention_heads} | {la.num_key_value_heads} | {la.intermediate_size} |"
-            for i, la in enumerate(plan.layout.layers)
-        ),
+        *(_size_table(plan) if plan.sparsity is None else _sparsity_table(plan.sparsity)),
         "",
         "## Recipe",
         "",
@@ -143,7 +165,7 @@ def build_model_card(
         ]
     else:
         lines += [
-            "Every layer has the same sizes, so this is a stock transformers checkpoint; no extra code is needed:",
+            "This is a stock transformers checkpoint; no extra code is needed:",
             "",
             "```python",
             "from transformers import AutoModelForCausalLM, AutoTokenizer",

@@ -9,8 +9,12 @@ Two kinds of checkpoint (see docs/checkpoint-format.md):
   saved alongside (imports torch and transformers only). Plain transformers loads it with
   `trust_remote_code=True`; after `import optimum_flap` no flag is needed.
 
-The format is chosen automatically. Saving is atomic: everything is written to a temporary
-directory next to the target, which is then moved into place.
+A masked model (`config.pruning_sparsity` set: zeros in dense-shaped tensors) is written like an
+unpruned one, stock whenever its biases allow, with its measured sparsity in config.json.
+
+Which biases a stock config can hold and which classes to write come from the family's spec
+(`optimum_flap.architectures`). The format is chosen automatically. Saving is atomic: everything is
+written to a temporary directory next to the target, which is then moved into place.
 """
 
 from __future__ import annotations
@@ -28,9 +32,22 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 
-from ..architectures import DecoderArchitecture, get_architecture
-from ..layout import LAYOUT_KEY, RECIPE_KEY, LayerLayout, PruningLayout
-from ..models import ModelFamily, get_family, register_auto_classes
+from ..accounting import compensation_roles, measure_sparsity
+from ..architectures import (
+    ATTENTION_OUTPUT,
+    GATE,
+    KEY,
+    MLP_OUTPUT,
+    QUERY,
+    ROLES,
+    UP,
+    VALUE,
+    DecoderArchitecture,
+    ModelClasses,
+    get_architecture,
+)
+from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
+from ..models import register_auto_classes
 
 #: config.json key naming which kind of checkpoint a directory holds
 FORMAT_KEY = "checkpoint_format"
@@ -54,10 +71,9 @@ _FORM_KEYS = (
     FORMAT_KEY,
     LAYOUT_KEY,
     RECIPE_KEY,
+    SPARSITY_KEY,
     DENSE_SIZES_KEY,
 )
-#: families whose q/k/v projections always carry a bias, with no config flag (Qwen2)
-_FIXED_QKV_BIAS = {"qwen2": True}
 
 
 class CheckpointError(ValueError):
@@ -70,7 +86,7 @@ class _Measured:
 
     head_dim: int
     sizes: list[tuple[int, int, int]]
-    #: module short name -> "has a bias" in any layer
+    #: role -> "has a bias" in any layer
     any_bias: dict[str, bool] = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
 
@@ -86,6 +102,8 @@ class CheckpointPlan:
     layout: PruningLayout
     dense_sizes: dict[str, int]
     head_dim: int
+    #: per layer and projection, the fraction of zero weights of a masked model; None for a structured one
+    sparsity: list[dict[str, float]] | None = None
 
 
 def _config_get(config: Any, key: str, default: Any = None) -> Any:
@@ -101,30 +119,23 @@ def _measure(model: nn.Module, arch: DecoderArchitecture) -> _Measured:
     head_dim = _config_get(config, "head_dim") or (
         _config_get(config, "hidden_size") // _config_get(config, "num_attention_heads")
     )
-    names = {
-        "q": (arch.attention_name, arch.query),
-        "k": (arch.attention_name, arch.key),
-        "v": (arch.attention_name, arch.value),
-        "o": (arch.attention_name, arch.attention_output),
-        "gate": (arch.mlp_name, arch.gate),
-        "up": (arch.mlp_name, arch.up),
-        "down": (arch.mlp_name, arch.mlp_output),
-    }
-    any_bias = dict.fromkeys(names, False)
+    if any(len(arch.fused_roles(role)) > 1 for role in ROLES):
+        raise CheckpointError(f"Checkpoints of fused-projection models ({arch.model_type}) are not supported yet.")
+    any_bias = dict.fromkeys(ROLES, False)
     sizes = []
     for idx, layer in enumerate(arch.decoder_layers(model)):
-        mods = {short: getattr(getattr(layer, parent), child) for short, (parent, child) in names.items()}
-        q_out, kv_out, inter = mods["q"].out_features, mods["k"].out_features, mods["gate"].out_features
-        if q_out % head_dim or kv_out % head_dim or mods["v"].out_features != kv_out:
+        mods = arch.projections(layer)
+        q_out, kv_out, inter = mods[QUERY].out_features, mods[KEY].out_features, mods[GATE].out_features
+        if q_out % head_dim or kv_out % head_dim or mods[VALUE].out_features != kv_out:
             raise CheckpointError(
-                f"Layer {idx}: q_proj/k_proj/v_proj widths ({q_out}, {kv_out}, {mods['v'].out_features}) "
+                f"Layer {idx}: q_proj/k_proj/v_proj widths ({q_out}, {kv_out}, {mods[VALUE].out_features}) "
                 f"are not whole heads of head_dim={head_dim}."
             )
         heads, kv_heads = q_out // head_dim, kv_out // head_dim
         if (
-            mods["o"].in_features != q_out
-            or mods["up"].out_features != inter
-            or mods["down"].in_features != inter
+            mods[ATTENTION_OUTPUT].in_features != q_out
+            or mods[UP].out_features != inter
+            or mods[MLP_OUTPUT].in_features != inter
             or heads < 1
             or kv_heads < 1
             or inter < 1
@@ -132,30 +143,37 @@ def _measure(model: nn.Module, arch: DecoderArchitecture) -> _Measured:
         ):
             raise CheckpointError(
                 f"Layer {idx}: inconsistent pruned shapes (heads={heads}, kv_heads={kv_heads}, "
-                f"o_proj in={mods['o'].in_features}, gate/up/down={inter}/{mods['up'].out_features}/"
-                f"{mods['down'].in_features})."
+                f"o_proj in={mods[ATTENTION_OUTPUT].in_features}, gate/up/down={inter}/{mods[UP].out_features}/"
+                f"{mods[MLP_OUTPUT].in_features})."
             )
         sizes.append((heads, kv_heads, inter))
-        for short, mod in mods.items():
-            any_bias[short] = any_bias[short] or mod.bias is not None
+        for role, mod in mods.items():
+            any_bias[role] = any_bias[role] or mod.bias is not None
     dtype = next(model.parameters()).dtype
     return _Measured(head_dim=head_dim, sizes=sizes, any_bias=any_bias, dtype=dtype)
 
 
-def _layout_for(model: nn.Module, measured: _Measured) -> PruningLayout:
-    """The recorded layout, checked against the modules; derived from them when absent."""
-    attn_out, mlp_out = measured.any_bias["o"], measured.any_bias["down"]
+def _layout_for(model: nn.Module, arch: DecoderArchitecture, measured: _Measured, masked: bool) -> PruningLayout:
+    """The recorded layout, checked against the modules; derived from them when absent or masked.
+
+    A masked model keeps its dense shapes, so its layout is the modules' (a structured layout recorded
+    by a mask-only run describes the model it would become, not the one being saved).
+    """
+    attn_out, mlp_out = measured.any_bias[ATTENTION_OUTPUT], measured.any_bias[MLP_OUTPUT]
     recorded = PruningLayout.from_config(model.config)
-    if recorded is None:
+    compensation = compensation_roles(model, arch)
+    if recorded is not None and recorded.compensation_biases is not None:
+        compensation = recorded.compensation_biases
+    if recorded is None or masked:
         layers = [LayerLayout(h, kv, i, []) for h, kv, i in measured.sizes]
-        return PruningLayout(layers, attn_out, mlp_out)
+        return PruningLayout(layers, attn_out, mlp_out, compensation)
     recorded_sizes = [(la.num_attention_heads, la.num_key_value_heads, la.intermediate_size) for la in recorded.layers]
     if recorded_sizes != measured.sizes:
         raise CheckpointError(
             f"config.{LAYOUT_KEY} does not match the model's modules: recorded {recorded_sizes}, "
             f"found {measured.sizes}."
         )
-    return PruningLayout(recorded.layers, attn_out, mlp_out)
+    return PruningLayout(recorded.layers, attn_out, mlp_out, compensation)
 
 
 def _dense_sizes(config: Any) -> dict[str, int]:
@@ -178,34 +196,33 @@ def _base_config_dict(config: Any) -> dict[str, Any]:
     return data
 
 
-def _bias_flags(family: ModelFamily, arch: DecoderArchitecture, measured: _Measured, config: Any) -> dict:
+def _bias_flags(arch: DecoderArchitecture, measured: _Measured, config: Any) -> dict:
     """Stock bias flags needed for the input-side biases the modules carry; errors if inexpressible."""
     bias = measured.any_bias
     flags: dict[str, bool] = {}
-    if arch.attention_bias_flag:
-        flags[arch.attention_bias_flag] = bool(
-            _config_get(config, arch.attention_bias_flag, False) or bias["q"] or bias["k"] or bias["v"]
-        )
-    elif (bias["q"] or bias["k"] or bias["v"]) and not _FIXED_QKV_BIAS.get(family.base_model_type, False):
-        raise CheckpointError(f"{family.base_model_type} cannot hold q_proj/k_proj/v_proj biases.")
-    if arch.mlp_bias_flag:
-        flags[arch.mlp_bias_flag] = bool(_config_get(config, arch.mlp_bias_flag, False) or bias["gate"] or bias["up"])
-    elif bias["gate"] or bias["up"]:
-        raise CheckpointError(f"{family.base_model_type} cannot hold gate_proj/up_proj biases.")
+    for flag, roles in ((arch.attention_bias_flag, (QUERY, KEY, VALUE)), (arch.mlp_bias_flag, (GATE, UP))):
+        if flag:
+            flags[flag] = bool(_config_get(config, flag, False) or any(bias[r] for r in roles))
+    missing = [arch.path(r) for r in (QUERY, KEY, VALUE, GATE, UP) if bias[r] and not arch.bias_expressible(r)]
+    if missing:
+        raise CheckpointError(f"{arch.model_type} cannot hold biases on {', '.join(missing)}.")
     return flags
 
 
-def _stock_blocker(
-    family: ModelFamily, arch: DecoderArchitecture, layout: PruningLayout, measured: _Measured
-) -> str | None:
+def _stock_blocker(arch: DecoderArchitecture, layout: PruningLayout, measured: _Measured) -> str | None:
     """Why the stock config cannot describe this model, or None if it can."""
     if not layout.is_uniform():
         return "layers have different sizes"
-    if measured.any_bias["o"] and not arch.attention_bias_flag:
-        return f"stock {family.base_model_type} has no o_proj bias"
-    if measured.any_bias["down"] and not arch.mlp_bias_flag:
-        return f"stock {family.base_model_type} has no down_proj bias"
+    for role in (ATTENTION_OUTPUT, MLP_OUTPUT):
+        if measured.any_bias[role] and not arch.bias_expressible(role):
+            return f"stock {arch.model_type} has no {arch.path(role)} bias"
     return None
+
+
+def _classes(arch: DecoderArchitecture) -> ModelClasses:
+    if arch.classes is None:
+        raise CheckpointError(f"optimum-flap has no checkpoint classes for model_type={arch.model_type!r}.")
+    return arch.classes
 
 
 def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> CheckpointPlan:
@@ -213,11 +230,12 @@ def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> Checkp
     if checkpoint_format not in ("auto", *CHECKPOINT_FORMATS):
         raise ValueError(f"checkpoint_format must be 'auto' or one of {CHECKPOINT_FORMATS}, got {checkpoint_format!r}.")
     arch = get_architecture(model)
-    family = get_family(arch.model_type)
+    classes = _classes(arch)
     config = model.config
     measured = _measure(model, arch)
-    layout = _layout_for(model, measured)
-    flags = _bias_flags(family, arch, measured, config)
+    masked = getattr(config, SPARSITY_KEY, None) is not None
+    layout = _layout_for(model, arch, measured, masked)
+    flags = _bias_flags(arch, measured, config)
     dense = _dense_sizes(config)
     base = _base_config_dict(config)
     base["head_dim"] = measured.head_dim
@@ -226,27 +244,31 @@ def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> Checkp
         RECIPE_KEY: copy.deepcopy(getattr(config, RECIPE_KEY, None)),
         DENSE_SIZES_KEY: dense,
     }
+    sparsity = None
+    if masked:  # measured again: the weights, not an earlier record, are what is saved
+        sparsity = measure_sparsity(model, arch)
+        extras[SPARSITY_KEY] = sparsity
 
-    blocker = _stock_blocker(family, arch, layout, measured)
+    blocker = _stock_blocker(arch, layout, measured)
     stock_config = None
     if blocker is None and checkpoint_format != REMOTE_CODE_FORMAT:
         heads, kv_heads, inter = measured.sizes[0]
         stock_flags = dict(flags)
-        if measured.any_bias["o"]:
+        if measured.any_bias[ATTENTION_OUTPUT] and arch.attention_bias_flag:
             stock_flags[arch.attention_bias_flag] = True
-        if measured.any_bias["down"]:
+        if measured.any_bias[MLP_OUTPUT] and arch.mlp_bias_flag:
             stock_flags[arch.mlp_bias_flag] = True
         sizes = {"num_attention_heads": heads, "num_key_value_heads": kv_heads, "intermediate_size": inter}
         try:
-            stock_config = family.stock_config_class(**{**base, **sizes, **stock_flags})
+            stock_config = classes.stock_config_class(**{**base, **sizes, **stock_flags})
         except (ValueError, TypeError, StrictDataclassError) as err:  # LlamaConfig: hidden % heads != 0
             blocker = f"the stock config rejects these sizes ({err})"
     if stock_config is not None:
         for key, value in {FORMAT_KEY: STOCK_FORMAT, **extras}.items():
             setattr(stock_config, key, value)
         return CheckpointPlan(
-            STOCK_FORMAT, stock_config, family.stock_model_class, "uniform sizes the stock config can express",
-            layout, dense, measured.head_dim,
+            STOCK_FORMAT, stock_config, classes.stock_model_class, "uniform sizes the stock config can express",
+            layout, dense, measured.head_dim, sparsity,
         )
     if checkpoint_format == STOCK_FORMAT:
         raise CheckpointError(f"This model cannot be saved in the stock format: {blocker}.")
@@ -255,10 +277,10 @@ def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> Checkp
         idx: {"num_attention_heads": h, "num_key_value_heads": kv, "intermediate_size": i}
         for idx, (h, kv, i) in enumerate(measured.sizes)
     }
-    flap_config = family.flap_config_class(
+    flap_config = classes.flap_config_class(
         **{**base, **flags},
-        attention_output_bias=measured.any_bias["o"],
-        mlp_output_bias=measured.any_bias["down"],
+        attention_output_bias=measured.any_bias[ATTENTION_OUTPUT],
+        mlp_output_bias=measured.any_bias[MLP_OUTPUT],
         per_layer_config=per_layer,
     )
     # write every layer's sizes, not just those that differ from the dense (global) values
@@ -267,7 +289,7 @@ def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> Checkp
         setattr(flap_config, key, value)
     reason = blocker or "requested"
     return CheckpointPlan(
-        REMOTE_CODE_FORMAT, flap_config, family.flap_model_class, reason, layout, dense, measured.head_dim
+        REMOTE_CODE_FORMAT, flap_config, classes.flap_model_class, reason, layout, dense, measured.head_dim, sparsity
     )
 
 

@@ -19,12 +19,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...architectures import DecoderArchitecture, get_architecture
+from ...accounting import layer_cost
+from ...architectures import DecoderArchitecture, attention_geometry, get_architecture
 from ...configuration import FlapConfig
 from ...engine.layerwise import LayerwiseRunner
 from ...engine.statistics import ChannelStatistics
 from ...plan import LayerCost, LayerPlan
-from ...surgery import attention_geometry, layer_cost, prune_layer
+from ...surgery import prune_layer
 from ..flap.selection import BudgetError, keep_top
 from ..widths import apportion
 from .allocation import keep_ratios

@@ -12,12 +12,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...architectures import DecoderArchitecture
+from ...accounting import layer_cost
+from ...architectures import DecoderArchitecture, attention_geometry
 from ...configuration import FlapConfig
 from ...engine.layerwise import LayerwiseRunner
 from ...engine.statistics import ChannelStatistics
 from ...plan import LayerPlan
-from ...surgery import attention_geometry, layer_cost, prune_layer
+from ...surgery import prune_layer
 from ..widths import round_kept_channels
 from .scores import attention_channel_scores, channel_scores
 from .selection import BudgetError, LayerScores, select

@@ -1,0 +1,140 @@
+"""`DecoderArchitecture`: everything optimum-flap knows about one decoder family, as data.
+
+A spec says where the decoder layers and their projections are, which projections share one fused
+Linear (Phi-3's `qkv_proj` = [q | k | v] rows, `gate_up_proj` = [gate | up] rows), which biases the
+family has and which of them its stock config can express, which normalisation modules travel with a
+head, and which stock and optimum-flap classes load it. The surgery, the parameter accounting and the
+checkpoint writer read the spec; none of them branches on the model type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+#: the seven projections of a decoder layer, by role; a spec maps each role to a module name
+QUERY, KEY, VALUE, ATTENTION_OUTPUT = "query", "key", "value", "attention_output"
+GATE, UP, MLP_OUTPUT = "gate", "up", "mlp_output"
+ATTENTION_ROLES = (QUERY, KEY, VALUE, ATTENTION_OUTPUT)
+MLP_ROLES = (GATE, UP, MLP_OUTPUT)
+ROLES = ATTENTION_ROLES + MLP_ROLES
+#: roles whose *input* columns are pruned (and whose bias takes FLAP's compensation); the others lose rows
+OUTPUT_ROLES = (ATTENTION_OUTPUT, MLP_OUTPUT)
+
+
+@dataclass(frozen=True)
+class ModelClasses:
+    """The stock classes of a family and the optimum-flap classes for its pruned (per-layer) form."""
+
+    stock_config_class: type
+    stock_model_class: type
+    flap_config_class: type
+    flap_model_class: type
+
+    @property
+    def flap_model_type(self) -> str:
+        return self.flap_config_class.model_type
+
+
+@dataclass(frozen=True)
+class DecoderArchitecture:
+    """The spec of one decoder family (one frozen instance per family, in `architectures/<family>.py`).
+
+    Projection fields hold the module name inside the attention (`attention_name`) or MLP
+    (`mlp_name`) block. Roles that name the same module are fused: their rows are stacked in role order
+    (query, key, value; gate, up).
+    """
+
+    model_type: str
+    #: stock config flag that adds a bias to q/k/v *and* o_proj, if the family has one
+    attention_bias_flag: str | None = None
+    #: stock config flag that adds a bias to gate/up *and* down_proj, if the family has one
+    mlp_bias_flag: str | None = None
+    #: roles that always carry a bias, with no config flag (Qwen2's q/k/v)
+    fixed_bias_roles: frozenset[str] = frozenset()
+    #: modules (relative to the attention block) with one slice per query head, cut with their heads
+    per_head_norms: tuple[str, ...] = ()
+    #: modules (relative to the attention block) of size head_dim shared by all heads: never cut (Qwen3's
+    #: q_norm / k_norm)
+    shared_head_norms: tuple[str, ...] = ()
+    #: classes that load the stock and the per-layer checkpoint; None where checkpoints are not supported
+    classes: ModelClasses | None = None
+    layers_path: str = "model.layers"
+    attention_name: str = "self_attn"
+    mlp_name: str = "mlp"
+    query: str = "q_proj"
+    key: str = "k_proj"
+    value: str = "v_proj"
+    attention_output: str = "o_proj"
+    gate: str = "gate_proj"
+    up: str = "up_proj"
+    mlp_output: str = "down_proj"
+
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        return model.get_submodule(self.layers_path)
+
+    def attention(self, layer: nn.Module) -> nn.Module:
+        return getattr(layer, self.attention_name)
+
+    def mlp(self, layer: nn.Module) -> nn.Module:
+        return getattr(layer, self.mlp_name)
+
+    def path(self, role: str) -> str:
+        """Module path of a role, relative to a decoder layer (e.g. `"self_attn.q_proj"`)."""
+        block = self.attention_name if role in ATTENTION_ROLES else self.mlp_name
+        return f"{block}.{getattr(self, role)}"
+
+    def attention_output_path(self) -> str:
+        """Module path, relative to a decoder layer, whose input holds the per-head channels."""
+        return self.path(ATTENTION_OUTPUT)
+
+    def mlp_output_path(self) -> str:
+        """Module path, relative to a decoder layer, whose input holds the MLP channels."""
+        return self.path(MLP_OUTPUT)
+
+    def fused_roles(self, role: str) -> tuple[str, ...]:
+        """The roles stored in the same Linear as `role`, in row order (just `(role,)` when unfused)."""
+        group = ATTENTION_ROLES if role in ATTENTION_ROLES else MLP_ROLES
+        return tuple(r for r in group if self.path(r) == self.path(role))
+
+    def projection_paths(self) -> dict[str, str]:
+        """Distinct projection modules of a layer: path -> the roles it holds (fused ones share a path)."""
+        paths: dict[str, str] = {}
+        for role in ROLES:
+            paths.setdefault(self.path(role), role)
+        return {path: self.fused_roles(role) for path, role in paths.items()}
+
+    def projections(self, layer: nn.Module) -> dict[str, nn.Linear]:
+        """role -> Linear of one decoder layer (fused roles map to the same module)."""
+        return {role: layer.get_submodule(self.path(role)) for role in ROLES}
+
+    def set_projection(self, layer: nn.Module, role: str, linear: nn.Linear) -> None:
+        block = self.attention(layer) if role in ATTENTION_ROLES else self.mlp(layer)
+        setattr(block, getattr(self, role), linear)
+
+    def head_geometry(self, layer: nn.Module) -> tuple[int, int]:
+        """(query heads per key/value head, head_dim) of one decoder layer, from its attention module."""
+        attention = self.attention(layer)
+        return int(attention.num_key_value_groups), int(attention.head_dim)
+
+    def config_has_bias(self, config: Any, role: str) -> bool:
+        """Whether the stock config `config` gives projection `role` a bias."""
+        if role in self.fixed_bias_roles:
+            return True
+        flag = self.attention_bias_flag if role in ATTENTION_ROLES else self.mlp_bias_flag
+        return bool(flag and getattr(config, flag, False))
+
+    def bias_expressible(self, role: str) -> bool:
+        """Whether the stock config can describe a bias on `role` at all (through a flag or always on)."""
+        flag = self.attention_bias_flag if role in ATTENTION_ROLES else self.mlp_bias_flag
+        return flag is not None or role in self.fixed_bias_roles
+
+
+def attention_geometry(config: Any) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head_dim) of the dense model."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return heads, kv_heads, head_dim
