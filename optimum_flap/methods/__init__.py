@@ -11,8 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import cfsp, flap  # noqa: F401  (each package registers its methods on import)
 from .registry import get_method_class, get_registered_method, register_method, registered_methods
+
+#: the method folders; importing one registers its methods (in this order: the order of ``--help``)
+BUILTIN_METHOD_PACKAGES = ("flap", "cfsp")
+for _package in BUILTIN_METHOD_PACKAGES:
+    importlib.import_module(f".{_package}", __name__)
 
 
 @dataclass(frozen=True)
