@@ -5,6 +5,11 @@ There is one argparse definition, :func:`build_parser`, and both entry points pa
 ``optimum/commands/register/flap.py`` forwards its arguments to :func:`main` as well, so the two can
 never drift apart.
 
+The recipe flags of ``prune`` are generated from the registered methods' option declarations
+(`optimum_flap.methods.registry`), so every option of every method has a flag and the help cannot
+disagree with the library. This module, the registry and the configs import no torch or transformers
+at module level: ``--version`` and ``--help`` answer at once; the commands import what they need.
+
 User mistakes (bad values, missing files, a recipe the model cannot satisfy) end with one line
 ``<prog>: error: ...`` on stderr and exit status 2, never a traceback: a traceback tells a user that
 the tool broke, when the fix is in their command. Set ``OPTIMUM_FLAP_TRACEBACK=1`` to see it anyway.
