@@ -69,9 +69,9 @@ def main() -> None:
     for structure in args.structures:
         for method in args.methods:
             for ratio in args.ratios:
-                config = FlapConfig(method=method, pruning_ratio=ratio, structure=structure, metric=args.metric,
-                                    dataset=args.calibration, num_samples=args.num_samples, seq_len=args.seq_len,
-                                    seed=0)
+                metric = {"metric": args.metric} if method == "flap" else {}  # the baselines have no metric
+                config = FlapConfig(method=method, pruning_ratio=ratio, structure=structure, dataset=args.calibration,
+                                    num_samples=args.num_samples, seq_len=args.seq_len, seed=0, **metric)
                 pruner = FlapPruner(config)
                 model = copy.deepcopy(dense)
                 start = time.perf_counter()

@@ -1,7 +1,8 @@
 """What `FlapConfig` and `RecoveryConfig` share: keyword fields validated at construction, errors that
 name the field, the value and what is allowed, and dict/JSON round trips.
 
-The fields are the `__init__` parameters, so the serialised form can never drift from the constructor.
+The fields are the `__init__` parameters, so the serialised form can never drift from the constructor
+(`FlapConfig` adds the chosen method's options, declared in the method's folder).
 """
 
 from __future__ import annotations

@@ -15,14 +15,17 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import ckpt_tiny_model, ckpt_tiny_tokenizer
 
-from optimum_flap import load_pruned_model
-from optimum_flap.commands.cli import main
+from optimum_flap import FlapConfig, load_pruned_model
+from optimum_flap.commands.cli import build_parser, config_from_args, main, option_flag
+from optimum_flap.methods.options import option_specs
+from optimum_flap.methods.registry import get_registered_method, registered_methods
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false"}
@@ -172,3 +175,83 @@ def test_optimum_cli_registration():
     assert "usage: optimum-cli flap" in flap_help.stdout
     for command in ("prune", "eval", "benchmark"):
         assert command in flap_help.stdout
+
+
+# ---------------------------------------------------------------- the recipe flags, generated from the registry
+
+
+def _other_value(spec):
+    """A valid value of option `spec` that is not its default."""
+    if spec.choices is not None:
+        return next(choice for choice in spec.choices if choice != spec.default)
+    if spec.type is bool:
+        return not spec.default
+    if spec.type is int:
+        return 8 if spec.default is None else spec.default + 2
+    return spec.default * 3
+
+
+def _flags(options: dict) -> list[str]:
+    argv = []
+    for name, value in options.items():
+        flag = option_flag(name)
+        argv += ([flag] if value else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
+    return argv
+
+
+@pytest.mark.parametrize("method", registered_methods())
+def test_every_option_of_every_method_is_reachable_from_the_command_line(method):
+    """Each option set away from its default on the command line gives the FlapConfig built in Python."""
+    options = {spec.name: _other_value(spec) for spec in option_specs(get_registered_method(method).options)}
+    if "remove_heads" in options:  # the one option that needs another: a manual structure
+        options["structure"] = "AL-MM"
+    shared = {"pruning_ratio": 0.35, "dataset": "c4", "num_samples": 16, "seq_len": 64, "seed": 5, "batch_size": 2}
+    argv = ["prune", "--model", "m", "-o", "out", "--method", method, "--ratio", "0.35", "--dataset", "c4",
+            "--num-samples", "16", "--seq-len", "64", "--seed", "5", "--batch-size", "2", *_flags(options)]
+    from_cli = config_from_args(build_parser().parse_args(argv))
+    expected = FlapConfig(method=method, **shared, **options)
+    assert from_cli == expected
+    defaults = FlapConfig(method=method).to_dict()
+    changed = {k for k, v in from_cli.to_dict().items() if v != defaults[k]}
+    assert changed == {*shared, *options}  # every field moved: none is unreachable
+
+
+def test_flags_not_given_keep_the_methods_defaults():
+    parse = build_parser().parse_args
+    assert config_from_args(parse(["prune", "-o", "x"])) == FlapConfig()
+    wanda = config_from_args(parse(["prune", "-o", "x", "--method", "wanda-sp"]))
+    assert wanda == FlapConfig(method="wanda-sp") and wanda.use_bias_compensation is False
+    assert config_from_args(parse(["prune", "-o", "x", "--no-bias-compensation"])).use_bias_compensation is False
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "wanda-sp", "--metric", "ifv"],
+         "--metric does not apply to --method wanda-sp; it applies to flap"),
+        (["--cfsp-importance", "cosine"], "--cfsp-importance does not apply to --method flap; it applies to cfsp"),
+        (["--method", "cfsp", "--no-cfsp-prune-attention", "--structure", "UL-UM"],
+         "--structure does not apply to --method cfsp; it applies to flap, wanda-sp, magnitude-sp"),
+        (["--method", "cfsp", "--cfsp-temperature", "0"], "invalid cfsp_temperature=0.0; allowed: a finite number > 0"),
+    ],
+)
+def test_option_of_another_method_is_a_one_line_usage_error(tmp_path, capsys, argv, message):
+    status = main(["prune", "--model", str(tmp_path / "not-needed"), "-o", str(tmp_path / "out"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith("optimum-flap: error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_version_and_help_are_fast_and_import_no_torch():
+    """The CLI module, the registry and the configs import no torch or transformers: --help is instant."""
+    probe = _run([sys.executable, "-c", "import sys, optimum_flap.commands.cli; "
+                  "print('torch' in sys.modules, 'transformers' in sys.modules)"])
+    assert probe.stdout.split() == ["False", "False"], probe.stderr
+    for argv in (["--version"], ["--help"], ["prune", "--help"]):
+        start = time.perf_counter()
+        result = _run(CLI + argv)
+        seconds = time.perf_counter() - start
+        assert result.returncode == 0, result.stderr
+        assert seconds < 1.5, (argv, seconds)
+    assert "--cfsp-prune-attention, --no-cfsp-prune-attention" in result.stdout

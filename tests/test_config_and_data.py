@@ -36,7 +36,7 @@ from optimum_flap.methods.flap.scores import channel_scores, standardize
         ("batch_size", True, "a positive int"),
         ("min_head_groups", 0, "a positive int"),
         ("seed", "zero", "an int"),
-        ("bias_compensation", "yes", "True, False or None"),
+        ("bias_compensation", "yes", "True or False"),
         ("dataset", "no-such-dataset", "'wikitext2', 'c4'"),
         ("dataset", [], "a non-empty list"),
     ],
@@ -87,6 +87,78 @@ def test_bias_compensation_defaults_per_method():
     assert FlapConfig(method="flap").use_bias_compensation
     assert not FlapConfig(method="wanda-sp").use_bias_compensation
     assert FlapConfig(method="magnitude-sp", bias_compensation=True).use_bias_compensation
+
+
+@pytest.mark.parametrize(
+    "method, option, value, applies_to",
+    [
+        ("wanda-sp", "metric", "ifv", "flap"),
+        ("magnitude-sp", "metric", "wifv", "flap"),  # refused even at its default: the user asked for it
+        ("flap", "cfsp_importance", "cosine", "cfsp"),
+        ("cfsp", "structure", "UL-UM", "flap, wanda-sp, magnitude-sp"),
+        ("cfsp", "remove_heads", 4, "flap, wanda-sp, magnitude-sp"),
+    ],
+)
+def test_option_of_another_method_is_refused(method, option, value, applies_to):
+    with pytest.raises(ValueError) as err:
+        FlapConfig(method=method, **{option: value})
+    assert str(err.value) == (f"FlapConfig: option {option}={value!r} does not apply to method={method!r}; "
+                              f"it applies to {applies_to}.")
+
+
+def test_options_read_as_attributes_and_only_the_methods_are_serialised():
+    flap = FlapConfig(metric="ifv", round_to=64)
+    assert (flap.metric, flap.round_to, flap.structure, flap.cfsp_importance) == ("ifv", 64, "AL-AM", None)
+    cfsp = FlapConfig(method="cfsp", cfsp_importance="mse", cfsp_prune_attention=True)
+    assert (cfsp.cfsp_importance, cfsp.cfsp_prune_attention, cfsp.metric, cfsp.structure) == ("mse", True, None, None)
+    data = cfsp.to_dict()
+    assert set(data) == {"method", "pruning_ratio", "dataset", "num_samples", "seq_len", "seed", "batch_size",
+                         "bias_compensation", "min_head_groups", "min_channels", "round_to", "cfsp_importance",
+                         "cfsp_allocation", "cfsp_temperature", "cfsp_score", "cfsp_prune_attention",
+                         "optimum_flap_version"}
+    assert "metric" not in FlapConfig(method="wanda-sp").to_dict()
+    assert FlapConfig(method="wanda-sp").to_dict()["structure"] == "AL-AM"
+
+
+def test_setting_an_option_validates_it():
+    config = FlapConfig(method="cfsp")
+    config.cfsp_score = "weight-activation"
+    assert config.to_dict()["cfsp_score"] == "weight-activation"
+    with pytest.raises(ValueError, match="invalid cfsp_score='wanda'"):
+        config.cfsp_score = "wanda"
+    with pytest.raises(ValueError, match="option metric='ifv' does not apply to method='cfsp'"):
+        config.metric = "ifv"
+    assert config.cfsp_score == "weight-activation"
+
+
+#: `FlapConfig.to_dict()` of the previous release: every field of every method, at its default
+PREVIOUS_RELEASE_RECIPE = {
+    "method": "wanda-sp", "pruning_ratio": 0.3, "metric": "wifv", "structure": "UL-MM", "remove_heads": 4,
+    "dataset": "c4", "num_samples": 64, "seq_len": 32, "seed": 3, "batch_size": 8, "bias_compensation": None,
+    "min_head_groups": 1, "min_channels": 1, "round_to": None, "cfsp_importance": "angular",
+    "cfsp_allocation": "sigmoid", "cfsp_temperature": 1e4 / (128 * 1024), "cfsp_score": "activation",
+    "cfsp_prune_attention": False, "optimum_flap_version": "0.1.0.dev0",
+}
+
+
+def test_recipes_of_the_previous_release_still_load(tmp_path):
+    config = FlapConfig.from_dict(PREVIOUS_RELEASE_RECIPE)
+    assert config == FlapConfig(method="wanda-sp", pruning_ratio=0.3, structure="UL-MM", remove_heads=4,
+                                dataset="c4", num_samples=64, seq_len=32, seed=3)
+    assert config.use_bias_compensation is False  # None meant "the method's default"
+    cfsp = {**PREVIOUS_RELEASE_RECIPE, "method": "cfsp", "structure": "AL-AM", "remove_heads": None,
+            "cfsp_importance": "cosine", "bias_compensation": True}
+    assert FlapConfig.from_dict(cfsp) == FlapConfig(method="cfsp", pruning_ratio=0.3, dataset="c4", num_samples=64,
+                                                    seq_len=32, seed=3, cfsp_importance="cosine",
+                                                    bias_compensation=True)
+    # a checkpoint's config.json stores the recipe under pruning_config
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "pruning_config": cfsp}))
+    assert FlapConfig.from_pretrained(tmp_path).cfsp_importance == "cosine"
+
+
+def test_previous_release_recipe_with_a_set_option_of_another_method_is_refused():
+    with pytest.raises(ValueError, match="option metric='ifv' does not apply to method='wanda-sp'; it applies to flap"):
+        FlapConfig.from_dict({**PREVIOUS_RELEASE_RECIPE, "metric": "ifv"})
 
 
 def test_unsupported_model_lists_supported_architectures():

@@ -5,6 +5,11 @@ There is one argparse definition, :func:`build_parser`, and both entry points pa
 ``optimum/commands/register/flap.py`` forwards its arguments to :func:`main` as well, so the two can
 never drift apart.
 
+The recipe flags of ``prune`` are generated from the registered methods' option declarations
+(`optimum_flap.methods.registry`), so every option of every method has a flag and the help cannot
+disagree with the library. This module, the registry and the configs import no torch or transformers
+at module level: ``--version`` and ``--help`` answer at once; the commands import what they need.
+
 User mistakes (bad values, missing files, a recipe the model cannot satisfy) end with one line
 ``<prog>: error: ...`` on stderr and exit status 2, never a traceback: a traceback tells a user that
 the tool broke, when the fix is in their command. Set ``OPTIMUM_FLAP_TRACEBACK=1`` to see it anyway.
@@ -22,7 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ..configuration import METHODS, METRICS, STRUCTURES
+from ..configuration import FlapConfig, method_option_names
+from ..methods.options import OptionSpec, option_specs
+from ..methods.registry import get_registered_method, methods_with_option, registered_methods
 from ..version import __version__
 
 PROG = "optimum-flap"
@@ -54,9 +61,52 @@ def _one_line(message: object) -> str:
 
 def _config_default(name: str) -> Any:
     """`FlapConfig`'s own default for a field, so the help never disagrees with the library."""
-    from ..configuration import FlapConfig
-
     return inspect.signature(FlapConfig.__init__).parameters[name].default
+
+
+def option_flag(name: str) -> str:
+    """The command-line flag of a method option: ``round_to`` -> ``--round-to``."""
+    return "--" + name.replace("_", "-")
+
+
+def _option_specs(name: str) -> list[OptionSpec]:
+    """The declarations of option `name`, one per method that has it (they differ only in default)."""
+    return [spec for method in methods_with_option(name)
+            for spec in option_specs(get_registered_method(method).options) if spec.name == name]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "unset" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _add_method_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of every registered method, generated from the methods' option declarations.
+
+    A flag not given is not passed to `FlapConfig` (argparse.SUPPRESS), so the method's own default
+    applies and an option of another method is only ever sent when the user typed it.
+    """
+    group = parser.add_argument_group(
+        "method options", "each applies only to the methods in brackets; an option of another method is an error")
+    for name in method_option_names():
+        specs, methods = _option_specs(name), methods_with_option(name)
+        by_default: dict[str, list[str]] = {}
+        for spec, method in zip(specs, methods):
+            by_default.setdefault(_show(spec.default), []).append(method)
+        if len(by_default) == 1:
+            default_text = next(iter(by_default))
+        else:
+            default_text = "; ".join(f"{value} for {', '.join(names)}" for value, names in by_default.items())
+        help_text = f"{specs[0].help} [{', '.join(methods)}] (default: {default_text})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if specs[0].type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif specs[0].choices is not None:
+            kwargs["choices"] = specs[0].choices
+        else:
+            kwargs.update(type=specs[0].type, metavar="N" if specs[0].type is int else "X")
+        group.add_argument(option_flag(name), **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -76,24 +126,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``prune``; each maps to the `FlapConfig` field of the same name."""
+    """Options of ``prune``: the shared `FlapConfig` fields, every registered method's options, the output."""
     _add_model_arguments(parser, "model to prune")
-    cfg = parser.add_argument_group("recipe (FlapConfig fields; defaults are FlapConfig's)")
-    cfg.add_argument("--method", choices=METHODS, default=None,
-                     help=f"pruning method (default: {_config_default('method')})")
+    cfg = parser.add_argument_group("recipe (FlapConfig fields shared by every method; defaults are FlapConfig's)")
+    methods = registered_methods()
+    cfg.add_argument("--method", choices=methods, default=None,
+                     help=f"pruning method (default: {_config_default('method')}): " + "; ".join(
+                         f"{name}: {get_registered_method(name).summary}" for name in methods))
     cfg.add_argument("--ratio", type=float, default=None, metavar="R",
                      help="fraction of decoder linear parameters to remove, in [0, 1) "
                      f"(default: {_config_default('pruning_ratio')})")
-    cfg.add_argument("--structure", choices=STRUCTURES, default=None,
-                     help=f"budget structure (default: {_config_default('structure')})")
-    cfg.add_argument("--metric", choices=METRICS, default=None,
-                     help=f"FLAP fluctuation metric (default: {_config_default('metric')})")
-    cfg.add_argument("--remove-heads", type=int, default=None, metavar="N",
-                     help="attention heads to remove, required by UL-MM and AL-MM")
-    cfg.add_argument("--round-to", type=int, default=None, metavar="N",
-                     help="keep MLP widths in multiples of N (hardware-aligned); default: exact widths")
-    cfg.add_argument("--bias-compensation", action=argparse.BooleanOptionalAction, default=None,
-                     help="fold removed channels' mean into the output bias (default: on for flap only)")
     cfg.add_argument("--dataset", default=None,
                      help="calibration text: 'wikitext2', 'c4' or a local .txt/.raw/.tokens/.jsonl/.json file "
                      f"(default: {_config_default('dataset')})")
@@ -105,6 +147,7 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
     cfg.add_argument("--batch-size", type=int, default=None, metavar="N",
                      help="calibration sequences per forward call; memory/speed only "
                      f"(default: {_config_default('batch_size')})")
+    _add_method_options(parser)
     out = parser.add_argument_group("output and hardware")
     out.add_argument("--output", "-o", required=True, metavar="DIR", help="directory to save the pruned checkpoint")
     out.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
@@ -202,17 +245,19 @@ def _torch_dtype(name: str) -> Any:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def _build_config(args: argparse.Namespace) -> Any:
-    from ..configuration import FlapConfig
-
-    fields = {
-        "method": args.method, "pruning_ratio": args.ratio, "structure": args.structure, "metric": args.metric,
-        "remove_heads": args.remove_heads, "round_to": args.round_to, "bias_compensation": args.bias_compensation,
-        "dataset": args.dataset, "num_samples": args.num_samples, "seq_len": args.seq_len, "seed": args.seed,
-        "batch_size": args.batch_size,
-    }
-    # only what the user gave: everything else keeps FlapConfig's default
-    return FlapConfig(**{k: v for k, v in fields.items() if v is not None})
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The `FlapConfig` of the flags given: everything else keeps FlapConfig's (and the method's) default."""
+    shared = {"method": args.method, "pruning_ratio": args.ratio, "dataset": args.dataset,
+              "num_samples": args.num_samples, "seq_len": args.seq_len, "seed": args.seed,
+              "batch_size": args.batch_size}
+    fields = {k: v for k, v in shared.items() if v is not None}
+    options = {name: getattr(args, name) for name in method_option_names() if hasattr(args, name)}
+    method = fields.get("method", _config_default("method"))
+    for name in options:
+        if method not in methods_with_option(name):
+            raise CLIError(f"{option_flag(name)} does not apply to --method {method}; "
+                           f"it applies to {', '.join(methods_with_option(name))}")
+    return FlapConfig(**fields, **options)
 
 
 def _check_output(path: str, overwrite: bool) -> None:
@@ -225,7 +270,7 @@ def _check_output(path: str, overwrite: bool) -> None:
 
 def run_prune(args: argparse.Namespace) -> int:
     """Load, calibrate, prune, save; print the report."""
-    config = _build_config(args)  # validates the recipe before anything is loaded
+    config = config_from_args(args)  # validates the recipe before anything is loaded
     _check_output(args.output, args.overwrite)
     if args.json:
         _check_writable(args.json)
@@ -235,7 +280,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
     _status(f"loading {model_path} ({args.dtype})")
     pruner = FlapPruner.from_pretrained(model_path, config=config, device=args.device, dtype=_torch_dtype(args.dtype))
-    _status(f"pruning: {config.method} {config.structure} ratio {config.pruning_ratio} on {config.num_samples} x "
+    _status(f"pruning: {config.method} ratio {config.pruning_ratio} on {config.num_samples} x "
             f"{config.seq_len} calibration tokens of {config.dataset}")
     pruner.prune()
     _status(f"saving to {args.output}")
@@ -402,18 +447,11 @@ def _table(header: tuple[str, str], rows: Sequence[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "fix your command", not "the tool is broken"."""
-    from ..architectures import UnsupportedArchitectureError
-    from ..checkpoint import CheckpointError
-    from ..data import CalibrationDataError
-    from ..methods.flap.selection import BudgetError
-
-    # ValueError covers FlapConfig's validation (and the library errors below, all ValueError subclasses);
-    # OSError covers missing files, a non-empty output, and transformers' "not a model" errors;
-    # ImportError covers optional extras (lm-eval, gguf) that are not installed.
-    return (CLIError, CalibrationDataError, BudgetError, UnsupportedArchitectureError, CheckpointError,
-            ValueError, OSError, ImportError)
+#: exceptions that mean "fix your command", not "the tool is broken". ValueError covers FlapConfig's
+#: validation and the library's own errors (CalibrationDataError, BudgetError, CheckpointError,
+#: UnsupportedArchitectureError all derive from it); OSError covers missing files, a non-empty output
+#: and transformers' "not a model" errors; ImportError covers optional extras (lm-eval, gguf).
+USER_ERRORS = (CLIError, ValueError, OSError, ImportError)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
@@ -424,7 +462,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
+    except USER_ERRORS as exc:
         if os.environ.get(TRACEBACK_ENV):
             raise
         print(f"{prog}: error: {_one_line(exc) or type(exc).__name__}", file=sys.stderr)

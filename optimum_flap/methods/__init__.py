@@ -1,48 +1,38 @@
-"""Pruning methods, one sub-package each, behind one calling convention.
+"""Pruning methods, one sub-package each, registered by name with their options (see `registry`).
 
-A method receives the model, its architecture adapter, the config and a `LayerwiseRunner` over the
-calibration batch (None when it declares it needs no data), prunes the model in place and returns
-each layer's plan; the pruner then records the layout and the report.
+Importing this package registers the built-in methods and imports no torch: a method's computations
+are imported when a run asks for them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from torch import nn
+from .registry import get_method_class, get_registered_method, register_method, registered_methods
 
-from ..architectures import DecoderArchitecture
-from ..configuration import FlapConfig
-from ..engine.layerwise import LayerwiseRunner
-from ..plan import LayerPlan
-from .cfsp import method as cfsp
-from .flap import method as flap
+#: the method folders; importing one registers its methods (in this order: the order of ``--help``)
+BUILTIN_METHOD_PACKAGES = ("flap", "cfsp")
+for _package in BUILTIN_METHOD_PACKAGES:
+    importlib.import_module(f".{_package}", __name__)
 
 
 @dataclass(frozen=True)
 class PruningMethod:
-    """How the pruner drives one method."""
+    """How the pruner drives one method: the functions of its implementation module."""
 
-    prune: Callable[[nn.Module, DecoderArchitecture, FlapConfig, LayerwiseRunner | None, bool], list[LayerPlan]]
-    needs_calibration: Callable[[FlapConfig], bool]
+    prune: Callable[..., Any]
+    needs_calibration: Callable[[Any], bool]
     #: refuses, from the model's shapes alone, a recipe that could only fail after calibration
-    check_config: Callable[[FlapConfig, nn.Module], None] = lambda config, model: None
-
-
-_FLAP_FAMILY = PruningMethod(
-    prune=flap.prune_structured, needs_calibration=flap.needs_calibration, check_config=flap.check_config
-)
-
-METHODS: dict[str, PruningMethod] = {
-    "flap": _FLAP_FAMILY,
-    "wanda-sp": _FLAP_FAMILY,
-    "magnitude-sp": _FLAP_FAMILY,
-    "cfsp": PruningMethod(
-        prune=cfsp.prune_structured, needs_calibration=cfsp.needs_calibration, check_config=cfsp.check_config
-    ),
-}
+    check_config: Callable[[Any, Any], None]
 
 
 def get_method(name: str) -> PruningMethod:
-    return METHODS[name]
+    """The functions of method `name`'s implementation module (imported now)."""
+    module = importlib.import_module(get_registered_method(name).implementation.split(":")[0])
+    return PruningMethod(module.prune_structured, module.needs_calibration, module.check_config)
+
+
+__all__ = ["PruningMethod", "get_method", "get_method_class", "register_method", "registered_methods"]

@@ -1,9 +1,9 @@
 """Registers ``optimum-cli flap prune|eval|benchmark`` with optimum's command line.
 
 optimum-cli imports every file of the ``optimum.commands.register`` namespace at start-up, for every
-command it runs (``optimum-cli export onnx`` included). Importing ``optimum_flap`` pulls in torch and
-transformers (seconds), so this file imports only optimum's light base classes: the ``flap`` command
-takes the rest of the command line verbatim and hands it, when it runs, to
+command it runs (``optimum-cli export onnx`` included), so this file imports only optimum's light base
+classes and nothing of ``optimum_flap`` (whose command line is light too, but is only needed when
+``flap`` runs): the ``flap`` command takes the rest of the command line verbatim and hands it, when it runs, to
 ``optimum_flap.commands.cli.main``, the same parser and code as the ``optimum-flap`` console script.
 This directory must not get an ``__init__.py`` (PEP 420 namespace, shared with other optimum packages).
 """

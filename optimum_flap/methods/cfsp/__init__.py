@@ -1,24 +1,40 @@
-"""CFSP (Wang et al., COLING 2025): coarse block budgets from hidden-state angular distance, fine FFN channel scores."""
+"""CFSP (Wang et al., COLING 2025): coarse block budgets from hidden-state angular distance, fine FFN channel scores.
 
-from ..widths import apportion
-from .allocation import ALLOCATIONS, keep_ratios, sigmoid_weights
-from .importance import IMPORTANCE_METRICS, BlockImportance, token_distances
-from .method import BLOCK_IMPORTANCE_KEY, needs_calibration, prune_structured
-from .scores import CHANNEL_SCORES, channel_scores, head_group_scores, released_three_w_one_wa
+Importing this package registers the method and imports no torch; the computational names below are
+loaded on first access.
+"""
 
-__all__ = [
-    "ALLOCATIONS",
-    "BLOCK_IMPORTANCE_KEY",
-    "CHANNEL_SCORES",
-    "IMPORTANCE_METRICS",
-    "BlockImportance",
-    "apportion",
-    "channel_scores",
-    "head_group_scores",
-    "keep_ratios",
-    "needs_calibration",
-    "prune_structured",
-    "released_three_w_one_wa",
-    "sigmoid_weights",
-    "token_distances",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..registry import register_method
+from .config import ALLOCATIONS, CHANNEL_SCORES, IMPORTANCE_METRICS, CfspOptions
+
+register_method("cfsp", CfspOptions, "optimum_flap.methods.cfsp.method:CfspMethod",
+                "CFSP: block importance budgets, FFN channel scores (coarse-to-fine)")
+
+#: name -> submodule defining it (imported on first access: they need torch)
+_LAZY = {
+    "apportion": "..widths",
+    "keep_ratios": ".allocation",
+    "sigmoid_weights": ".allocation",
+    "BlockImportance": ".importance",
+    "token_distances": ".importance",
+    "BLOCK_IMPORTANCE_KEY": ".method",
+    "needs_calibration": ".method",
+    "prune_structured": ".method",
+    "channel_scores": ".scores",
+    "head_group_scores": ".scores",
+    "released_three_w_one_wa": ".scores",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+
+
+__all__ = ["ALLOCATIONS", "CHANNEL_SCORES", "IMPORTANCE_METRICS", "CfspOptions", *_LAZY]

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import torch
 
-ALLOCATIONS = ("sigmoid", "uniform")
+from .config import ALLOCATIONS
+
 #: the released code's margin below 100% for the most important block
 SAFETY_MARGIN = 1.05
 

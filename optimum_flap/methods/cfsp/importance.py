@@ -18,7 +18,7 @@ import math
 
 import torch
 
-IMPORTANCE_METRICS = ("angular", "cosine", "mse")
+from .config import IMPORTANCE_METRICS
 
 
 def token_distances(inputs: torch.Tensor, outputs: torch.Tensor, metric: str = "angular") -> torch.Tensor:

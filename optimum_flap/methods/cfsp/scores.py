@@ -25,8 +25,7 @@ from __future__ import annotations
 import torch
 
 from ...engine.statistics import ChannelStatistics
-
-CHANNEL_SCORES = ("activation", "weight-activation")
+from .config import CHANNEL_SCORES
 
 
 def activation_norms(stats: ChannelStatistics) -> torch.Tensor:

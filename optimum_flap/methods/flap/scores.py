@@ -22,8 +22,7 @@ from __future__ import annotations
 import torch
 
 from ...engine.statistics import ChannelStatistics
-
-FLUCTUATION_METRICS = ("ifv", "wifv", "wifn")
+from .config import METRICS
 
 
 def channel_scores(
@@ -43,7 +42,7 @@ def channel_scores(
         return stats.variance * (w * w).sum(dim=0)
     if metric == "wifn":
         return (w.abs() * stats.mean_square.sqrt()).mean(dim=0)
-    raise ValueError(f"Unknown metric {metric!r}; allowed: {', '.join(FLUCTUATION_METRICS)}.")
+    raise ValueError(f"Unknown metric {metric!r}; allowed: {', '.join(METRICS)}.")
 
 
 def attention_channel_scores(method: str, metric: str, weight: torch.Tensor, stats: ChannelStatistics | None):
