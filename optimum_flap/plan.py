@@ -68,15 +68,6 @@ class PruningPlan:
 
 
 @dataclass
-class LayerPlan:
-    """Sorted indices of the head groups and MLP channels one layer keeps (superseded by
-    `StructuredLayerPlan`; removed once every caller returns typed plans)."""
-
-    kept_groups: torch.Tensor
-    kept_channels: torch.Tensor
-
-
-@dataclass
 class PruningReport:
     """What a pruning run achieved, for logs, model cards and benchmarks."""
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .architectures import DecoderArchitecture
 from .layout import LAYOUT_KEY, LayerLayout, PruningLayout
-from .plan import LayerCost, LayerPlan
+from .plan import LayerCost, StructuredLayerPlan
 
 
 def attention_geometry(config) -> tuple[int, int, int]:
@@ -119,7 +119,7 @@ def _keep_columns(linear: nn.Linear, columns: torch.Tensor, mean: torch.Tensor |
 def prune_layer(
     layer: nn.Module,
     arch: DecoderArchitecture,
-    plan: LayerPlan,
+    plan: StructuredLayerPlan,
     group_size: int,
     head_dim: int,
     attention_mean: torch.Tensor | None,
@@ -145,7 +145,7 @@ def prune_layer(
 
 
 def record_layout(
-    model: nn.Module, arch: DecoderArchitecture, plans: list[LayerPlan], group_size: int
+    model: nn.Module, arch: DecoderArchitecture, plans: list[StructuredLayerPlan], group_size: int
 ) -> PruningLayout:
     """Write the per-layer sizes into `model.config.pruning_layout` and return them."""
     layers = [

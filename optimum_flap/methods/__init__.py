@@ -1,48 +1,28 @@
-"""Pruning methods, one sub-package each, behind one calling convention.
+"""Pruning methods, one sub-package each, as hook objects driven by the calibration pipeline.
 
-A method receives the model, its architecture adapter, the config and a `LayerwiseRunner` over the
-calibration batch (None when it declares it needs no data), prunes the model in place and returns
-each layer's plan; the pruner then records the layout and the report.
+A method (`base.PruningMethod`) observes each decoder block through the pipeline's hooks and returns
+a `PruningPlan`; it never loops over layers nor edits the model (see `optimum_flap.engine`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from .base import PruningMethod
+from .cfsp.method import CfspMethod
+from .flap.method import FlapFamilyMethod
 
-from torch import nn
-
-from ..architectures import DecoderArchitecture
-from ..configuration import FlapConfig
-from ..engine.layerwise import LayerwiseRunner
-from ..plan import LayerPlan
-from .cfsp import method as cfsp
-from .flap import method as flap
-
-
-@dataclass(frozen=True)
-class PruningMethod:
-    """How the pruner drives one method."""
-
-    prune: Callable[[nn.Module, DecoderArchitecture, FlapConfig, LayerwiseRunner | None, bool], list[LayerPlan]]
-    needs_calibration: Callable[[FlapConfig], bool]
-    #: refuses, from the model's shapes alone, a recipe that could only fail after calibration
-    check_config: Callable[[FlapConfig, nn.Module], None] = lambda config, model: None
-
-
-_FLAP_FAMILY = PruningMethod(
-    prune=flap.prune_structured, needs_calibration=flap.needs_calibration, check_config=flap.check_config
-)
-
-METHODS: dict[str, PruningMethod] = {
-    "flap": _FLAP_FAMILY,
-    "wanda-sp": _FLAP_FAMILY,
-    "magnitude-sp": _FLAP_FAMILY,
-    "cfsp": PruningMethod(
-        prune=cfsp.prune_structured, needs_calibration=cfsp.needs_calibration, check_config=cfsp.check_config
-    ),
+METHOD_CLASSES: dict[str, type[PruningMethod]] = {
+    "flap": FlapFamilyMethod,
+    "wanda-sp": FlapFamilyMethod,
+    "magnitude-sp": FlapFamilyMethod,
+    "cfsp": CfspMethod,
 }
 
 
-def get_method(name: str) -> PruningMethod:
-    return METHODS[name]
+def get_method_class(name: str) -> type[PruningMethod]:
+    """The method class serving `config.method == name`."""
+    if name not in METHOD_CLASSES:
+        raise ValueError(f"Unknown pruning method {name!r}; allowed: {', '.join(METHOD_CLASSES)}.")
+    return METHOD_CLASSES[name]
+
+
+__all__ = ["METHOD_CLASSES", "PruningMethod", "get_method_class"]

@@ -3,7 +3,7 @@
 from ..widths import apportion
 from .allocation import ALLOCATIONS, keep_ratios, sigmoid_weights
 from .importance import IMPORTANCE_METRICS, BlockImportance, token_distances
-from .method import BLOCK_IMPORTANCE_KEY, needs_calibration, prune_structured
+from .method import BLOCK_IMPORTANCE_KEY, CfspMethod
 from .scores import CHANNEL_SCORES, channel_scores, head_group_scores, released_three_w_one_wa
 
 __all__ = [
@@ -12,12 +12,11 @@ __all__ = [
     "CHANNEL_SCORES",
     "IMPORTANCE_METRICS",
     "BlockImportance",
+    "CfspMethod",
     "apportion",
     "channel_scores",
     "head_group_scores",
     "keep_ratios",
-    "needs_calibration",
-    "prune_structured",
     "released_three_w_one_wa",
     "sigmoid_weights",
     "token_distances",
