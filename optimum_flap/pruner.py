@@ -15,7 +15,7 @@ from .checkpoint import CheckpointPlan, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
-from .engine.activations import Storage
+from .engine.activations import STORAGES, Storage
 from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method_class
 from .plan import PruningReport, StructuredLayerPlan
@@ -44,6 +44,8 @@ class FlapPruner:
     ) -> None:
         if not isinstance(config, FlapConfig):
             raise TypeError(f"config must be a FlapConfig, got {type(config).__name__}.")
+        if activations not in STORAGES:
+            raise ValueError(f"Unknown activations storage {activations!r}; allowed: {', '.join(STORAGES)}.")
         self.config = config
         self.device = device
         self.activations = activations

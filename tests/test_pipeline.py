@@ -9,6 +9,7 @@ import pytest
 import torch
 from tiny_models import calibration_ids, tiny_model
 
+from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.architectures import get_architecture
 from optimum_flap.engine import ActivationStore, CalibrationPipeline, ChannelStatistics, apply_layer_plan
 from optimum_flap.engine.block_inputs import BlockBatch
@@ -266,3 +267,21 @@ def test_mask_plan_zeroes_masked_entries_and_copies_weights():
     assert torch.equal(layer.mlp.up_proj.weight, new * mask)
     with pytest.raises(ValueError, match="shape"):
         apply_layer_plan(layer, arch, MaskLayerPlan({"mlp.up_proj": mask.T}))
+
+
+def test_pruner_result_does_not_depend_on_activation_storage():
+    config = FlapConfig(dataset=calibration_ids(), batch_size=4, pruning_ratio=0.3)
+    models = {}
+    for storage in ("device", "disk"):
+        models[storage] = FlapPruner(config, activations=storage).prune_model(tiny_model("qwen2"))
+    for (name, a), b in zip(models["device"].state_dict().items(), models["disk"].state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="allowed: device, cpu, disk"):
+        FlapPruner(config, activations="gpu")
+
+
+def test_a_method_needing_data_without_ids_is_refused():
+    model = tiny_model("llama-gqa")
+    pipeline = CalibrationPipeline(model, get_architecture(model), None)
+    with pytest.raises(ValueError, match="needs calibration data"):
+        pipeline.run(Recorder(model))

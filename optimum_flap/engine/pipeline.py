@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..architectures import DecoderArchitecture
 from ..plan import MaskLayerPlan, PruningPlan, StructuredLayerPlan
-from .activations import ActivationStore, Storage
+from .activations import STORAGES, ActivationStore, Storage
 from .block_inputs import BlockBatch, capture_block_inputs, layer_attention_type
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ class CalibrationPipeline:
     Args:
         model: a causal LM whose decoder layout `architecture` describes (in eval mode).
         architecture: the family adapter.
-        input_ids: calibration batch `[num_samples, seq_len]`, or None for a method that needs no data
-            (its hooks still run once per block, without batches).
+        input_ids: calibration batch `[num_samples, seq_len]`; None only for a method whose
+            `needs_calibration()` is False (its hooks still run once per block, without batches).
         batch_size: sequences per block call.
         device: where blocks run (default: where the model is). Blocks are moved there one at a time
             and back afterwards; models dispatched by accelerate (`device_map=...`) stay where they are.
@@ -88,6 +88,8 @@ class CalibrationPipeline:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+        if storage not in STORAGES:
+            raise ValueError(f"Unknown activation storage {storage!r}; allowed: {', '.join(STORAGES)}.")
         self.model = model
         self.layers = architecture.decoder_layers(model)
         self.input_ids = input_ids
@@ -146,15 +148,16 @@ class CalibrationPipeline:
         original = next(block.parameters()).device
         if not self.dispatched:
             block.to(self.device)
-        trainable = {p: p.requires_grad for p in block.parameters()} if grad else {}
-        for param in trainable:
-            param.requires_grad_(True)
+        # by name: a plan applied inside the block replaces its Linear modules and their parameters
+        trainable = {name: p.requires_grad for name, p in block.named_parameters()} if grad else {}
+        if grad:
+            block.requires_grad_(True)
         try:
             yield
         finally:
-            for param in block.parameters():  # a plan may have replaced modules: restore by what is left
-                if param in trainable:
-                    param.requires_grad_(trainable[param])
+            for name, param in block.named_parameters():
+                if name in trainable:
+                    param.requires_grad_(trainable[name])
             if not self.dispatched:
                 block.to(original)
 
@@ -165,12 +168,16 @@ class CalibrationPipeline:
     # ------------------------------------------------------------------ the loop
 
     def run(self, method: PruningMethod) -> PruningPlan:
-        """Calibrate every block with `method`, apply its plans through `apply_plan`, return the plan."""
+        """Calibrate every block with `method`, apply its plans through `apply_plan`, return the plan.
+
+        `method.check` is the caller's to run first, before loading calibration data.
+        """
         propagation = method.propagation
         if propagation not in ("dense", "pruned", "both"):
             raise ValueError(f"Unknown propagation {propagation!r}; allowed: dense, pruned, both.")
-        method.check(self.model)
-        calibrate = self.input_ids is not None and method.needs_calibration()
+        calibrate = method.needs_calibration()
+        if calibrate and self.input_ids is None:
+            raise ValueError(f"{type(method).__name__} needs calibration data; pass input_ids to the pipeline.")
         streams = STREAMS if propagation == "both" else ("dense",)
         applied: set[int] = set()
         try:

@@ -7,7 +7,8 @@ pipeline.
 
 Hooks, in the order the pipeline calls them:
 
-1. `check(model)`: refuse, from shapes alone, a recipe that could only fail after calibrating.
+1. `check(model)` (called by the pruner, before it loads calibration data): refuse, from shapes alone,
+   a recipe that could only fail after calibrating.
 2. per decoder block `i` (the block is on the execution device; `block` is the pipeline's
    `BlockContext`: `.module`, `.index`, `.layer_type`, `.inputs(batch, stream)`, `.run(batch, stream)`):
    - `observers(block)`: module path (relative to the block) -> function receiving that module's
