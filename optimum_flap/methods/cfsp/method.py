@@ -37,9 +37,13 @@ BLOCK_IMPORTANCE_KEY = "block_importance"
 
 @dataclass
 class BlockCalibration:
-    """What calibrating one block leaves: its coarse importance and its input statistics."""
+    """What calibrating one block leaves: its coarse importance, fine channel scores and input statistics.
+
+    The channel scores are computed while the block is on the execution device, beside its statistics.
+    """
 
     importance: float
+    channel_scores: torch.Tensor
     mlp: ChannelStatistics
     attention: ChannelStatistics | None
 
@@ -131,7 +135,13 @@ class CfspMethod(PruningMethod):
         self._importance.update(inputs, outputs)
 
     def block_done(self, block: Any) -> None:
-        self.calibration.append(BlockCalibration(self._importance.value, self._mlp, self._attention))
+        arch = self.architecture
+        mlp = arch.mlp(block.module)
+        scores = channel_scores(
+            self.config.cfsp_score, self._mlp, getattr(mlp, arch.mlp_output).weight,
+            getattr(mlp, arch.up).weight, getattr(mlp, arch.gate).weight,
+        )
+        self.calibration.append(BlockCalibration(self._importance.value, scores, self._mlp, self._attention))
 
     def finish(self, model: nn.Module) -> PruningPlan:
         """Allocate the per-block budgets and keep each block's best channels (and head groups)."""
@@ -143,20 +153,13 @@ class CfspMethod(PruningMethod):
         importance = [c.importance for c in self.calibration]
         ratios, kept_groups, kept_channels = allocate(importance, costs, widths, kv_heads, unit_ratio, config)
         plans = []
-        for layer, calib, n_groups, n_channels in zip(
-            arch.decoder_layers(model), self.calibration, kept_groups, kept_channels
-        ):
-            mlp = arch.mlp(layer)
-            scores = channel_scores(
-                config.cfsp_score, calib.mlp, getattr(mlp, arch.mlp_output).weight,
-                getattr(mlp, arch.up).weight, getattr(mlp, arch.gate).weight,
-            )
+        for calib, n_groups, n_channels in zip(self.calibration, kept_groups, kept_channels):
             if n_groups < kv_heads:
                 groups = keep_top(head_group_scores(calib.attention, group_size * head_dim), n_groups)
             else:
                 groups = torch.arange(kv_heads)
             plans.append(StructuredLayerPlan(
-                groups, keep_top(scores, n_channels),
+                groups, keep_top(calib.channel_scores, n_channels),
                 attention_input_mean=calib.attention.mean if compensate and config.cfsp_prune_attention else None,
                 mlp_input_mean=calib.mlp.mean if compensate else None,
             ))
