@@ -54,16 +54,16 @@ class Recorder(PruningMethod):
         super().__init__(None, get_architecture(model))
         self.propagation = propagation
         self.model = model
-        self.dense_inputs: list[list[torch.Tensor]] = []
+        self.observed_inputs: list[list[torch.Tensor]] = []
         self.pruned_inputs: list[list[torch.Tensor]] = []
 
     def observers(self, block):
-        self.dense_inputs.append([])
+        self.observed_inputs.append([])
         self.pruned_inputs.append([])
         return {}
 
     def on_block_output(self, block, inputs, outputs):
-        self.dense_inputs[block.index].append(inputs.clone())
+        self.observed_inputs[block.index].append(inputs.clone())
 
     def on_pruned_block_output(self, block, inputs, outputs):
         self.pruned_inputs[block.index].append(inputs.clone())
@@ -72,7 +72,7 @@ class Recorder(PruningMethod):
         return None if self.propagation == "dense" else half_plan(self.model)
 
     def finish(self, model):
-        plans = [] if self.propagation == "dense" else [half_plan(model)] * len(self.dense_inputs)
+        plans = [] if self.propagation == "dense" else [half_plan(model)] * len(self.observed_inputs)
         return PruningPlan("structured", plans)
 
 
@@ -96,7 +96,7 @@ def test_dense_propagation_feeds_each_block_the_dense_hidden_states():
     expected = reference_layer_inputs(model)
     method = Recorder(model, "dense")
     run(model, method)
-    assert_streams_equal(method.dense_inputs, expected)
+    assert_streams_equal(method.observed_inputs, expected)
     assert not torch.allclose(expected[1][0], expected[2][0])  # the blocks really change the states
 
 
@@ -107,7 +107,7 @@ def test_pruned_propagation_feeds_each_block_the_pruned_outputs():
     run(model, method)
     assert model.model.layers[0].mlp.down_proj.in_features == model.config.intermediate_size // 2
     expected = reference_layer_inputs(model)  # the model is now pruned
-    assert_streams_equal(method.dense_inputs, expected)
+    assert_streams_equal(method.observed_inputs, expected)
     assert not torch.allclose(expected[2][0], dense_reference[2][0], atol=1e-4)
 
 
@@ -116,9 +116,9 @@ def test_both_streams_match_the_dense_and_the_pruned_model():
     dense = copy.deepcopy(model)
     method = Recorder(model, "both")
     run(model, method)
-    assert_streams_equal(method.dense_inputs, reference_layer_inputs(dense))
+    assert_streams_equal(method.observed_inputs, reference_layer_inputs(dense))
     assert_streams_equal(method.pruned_inputs, reference_layer_inputs(model))
-    assert not torch.allclose(method.dense_inputs[2][0], method.pruned_inputs[2][0], atol=1e-4)
+    assert not torch.allclose(method.observed_inputs[2][0], method.pruned_inputs[2][0], atol=1e-4)
 
 
 class GradientProbe(PruningMethod):

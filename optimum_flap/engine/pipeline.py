@@ -51,11 +51,15 @@ class BlockContext:
     def num_batches(self) -> int:
         return len(self._pipeline.batches)
 
-    def inputs(self, batch: int, stream: str = "dense") -> torch.Tensor:
-        """Block input hidden states of calibration batch `batch` in `stream` ("dense" or "pruned")."""
-        return self._pipeline.store(stream).get(batch)
+    def inputs(self, batch: int, stream: str | None = None) -> torch.Tensor:
+        """Block input hidden states of calibration batch `batch` in `stream`.
 
-    def run(self, batch: int, stream: str = "dense") -> torch.Tensor:
+        Streams: "dense" (propagation "dense"), "pruned" ("pruned"), both under "both"; None is the
+        stream the observers see (the first one).
+        """
+        return self._pipeline.store(stream or self._pipeline.observed_stream).get(batch)
+
+    def run(self, batch: int, stream: str | None = None) -> torch.Tensor:
         """The block's output on one stored batch; differentiable when the method `needs_grad`."""
         with torch.set_grad_enabled(self.grad):
             return self._pipeline.forward(self.module, self.layer_type, batch, self.inputs(batch, stream))
@@ -100,6 +104,8 @@ class CalibrationPipeline:
         self.apply_plan = apply_plan
         self.batches: list[BlockBatch] = []
         self._stores: dict[str, ActivationStore] = {}
+        #: the stream the observers and `on_block_output` see: "pruned" under propagation "pruned"
+        self.observed_stream = "dense"
 
     # ------------------------------------------------------------------ inputs and storage
 
@@ -178,7 +184,8 @@ class CalibrationPipeline:
         calibrate = method.needs_calibration()
         if calibrate and self.input_ids is None:
             raise ValueError(f"{type(method).__name__} needs calibration data; pass input_ids to the pipeline.")
-        streams = STREAMS if propagation == "both" else ("dense",)
+        streams = STREAMS if propagation == "both" else (propagation,)
+        self.observed_stream = streams[0]
         applied: set[int] = set()
         try:
             if calibrate:
@@ -192,6 +199,10 @@ class CalibrationPipeline:
             for store in self._stores.values():
                 store.close()
             self._stores.clear()
+        if plan.layers and len(plan.layers) != len(self.layers):
+            raise ValueError(
+                f"{type(method).__name__} planned {len(plan.layers)} layers; the model has {len(self.layers)}."
+            )
         if self.apply_plan is not None:
             for idx, layer_plan in enumerate(plan.layers):
                 if idx not in applied:
@@ -205,22 +216,22 @@ class CalibrationPipeline:
             context = BlockContext(self, idx, module, method.needs_grad)
             if not calibrate:
                 return self._apply(method.block_done(context), module)
-            dense_next = ActivationStore(self.storage, self.device)
-            self._observe(method, context, dense_next)
+            observed_next = ActivationStore(self.storage, self.device)
+            self._observe(method, context, observed_next)
             applied = self._apply(method.block_done(context), module)
             if method.propagation == "pruned" and applied:  # the next block sees the pruned outputs
-                dense_next.close()
-                dense_next = ActivationStore(self.storage, self.device)
-                self._propagate(method, context, "dense", dense_next)
+                observed_next.close()
+                observed_next = ActivationStore(self.storage, self.device)
+                self._propagate(method, context, "pruned", observed_next)
             elif method.propagation == "both":
                 pruned_next = ActivationStore(self.storage, self.device)
                 self._propagate(method, context, "pruned", pruned_next)
                 self._replace("pruned", pruned_next)
-            self._replace("dense", dense_next)
+            self._replace(self.observed_stream, observed_next)
             return applied
 
     def _observe(self, method: PruningMethod, context: BlockContext, outputs: ActivationStore) -> None:
-        """Run the block on the dense stream with the method's observers, storing its outputs."""
+        """Run the block on the observed stream with the method's observers, storing its outputs."""
         observers = method.observers(context)
         handles = [
             context.module.get_submodule(path).register_forward_pre_hook(_input_hook(observer))

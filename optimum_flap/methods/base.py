@@ -67,7 +67,7 @@ class PruningMethod:
         return {}
 
     def on_block_output(self, block: Any, inputs: Any, outputs: Any) -> None:
-        """Per batch: the block's input and output hidden states (dense stream unless propagation says)."""
+        """Per batch: the block's input and output hidden states on the observed stream (see `propagation`)."""
 
     def block_done(self, block: Any) -> StructuredLayerPlan | MaskLayerPlan | None:
         return None
