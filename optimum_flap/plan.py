@@ -68,20 +68,12 @@ class PruningPlan:
 
 
 @dataclass
-class LayerPlan:
-    """Sorted indices of the head groups and MLP channels one layer keeps (superseded by
-    `StructuredLayerPlan`; removed once every caller returns typed plans)."""
-
-    kept_groups: torch.Tensor
-    kept_channels: torch.Tensor
-
-
-@dataclass
 class PruningReport:
     """What a pruning run achieved, for logs, model cards and benchmarks."""
 
     method: str
-    structure: str
+    #: the budget structure, for the methods that have one (FLAP family); None otherwise
+    structure: str | None
     target_ratio: float
     achieved_ratio: float
     decoder_parameters_before: int
@@ -92,7 +84,7 @@ class PruningReport:
 
     def summary(self) -> str:
         return (
-            f"{self.method} {self.structure}: removed {self.achieved_ratio:.2%} of decoder linear parameters "
+            f"{' '.join(filter(None, (self.method, self.structure)))}: removed {self.achieved_ratio:.2%} of decoder linear parameters "
             f"(target {self.target_ratio:.2%}); parameters {self.parameters_before:,} -> "
             f"{self.parameters_after:,}; {self.seconds:.1f} s"
         )

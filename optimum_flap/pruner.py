@@ -15,10 +15,11 @@ from .architectures import attention_geometry, get_architecture
 from .checkpoint import CheckpointPlan, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
-from .engine.layerwise import LayerwiseRunner
+from .engine import CalibrationPipeline, apply_layer_plan
+from .engine.activations import STORAGES, Storage
 from .layout import RECIPE_KEY, PruningLayout
-from .methods import get_method
-from .plan import LayerPlan, PruningReport
+from .methods import get_method_class
+from .plan import PruningReport, StructuredLayerPlan
 from .surgery import record_layout, record_sparsity
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,21 @@ class FlapPruner:
         config: the pruning recipe.
         device: where decoder blocks run during calibration (default: where the model is). A model
             kept on CPU can be calibrated on a GPU one block at a time.
+        activations: where calibration hidden states wait between blocks: "device" (default), "cpu"
+            or "disk" (one file per batch in a temporary directory), for calibration sets larger
+            than the device's memory.
     """
 
-    def __init__(self, config: FlapConfig, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, config: FlapConfig, device: str | torch.device | None = None, activations: Storage = "device"
+    ) -> None:
         if not isinstance(config, FlapConfig):
             raise TypeError(f"config must be a FlapConfig, got {type(config).__name__}.")
+        if activations not in STORAGES:
+            raise ValueError(f"Unknown activations storage {activations!r}; allowed: {', '.join(STORAGES)}.")
         self.config = config
         self.device = device
+        self.activations = activations
         self.model: nn.Module | None = None
         self.tokenizer: Any = None
         self.report: PruningReport | None = None
@@ -103,25 +112,32 @@ class FlapPruner:
         self.model, self.tokenizer, self.layout = model, tokenizer, layout
         return model
 
-    def _plans(self, model: nn.Module, arch, tokenizer: Any, physical: bool) -> list[LayerPlan]:
+    def _plans(self, model: nn.Module, arch, tokenizer: Any, physical: bool) -> list[StructuredLayerPlan]:
+        """Run the method through the calibration pipeline, which applies each layer's plan in place."""
         config = self.config
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
             return [_keep_everything(model.config) for _ in arch.decoder_layers(model)]
-        method = get_method(config.method)
-        method.check_config(config, model)
-        runner = None
-        if method.needs_calibration(config):
+        method = get_method_class(config.method)(config, arch)
+        method.check(model)
+        ids = None
+        if method.needs_calibration():
             ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed)
-            runner = LayerwiseRunner(model, arch, ids, config.batch_size, device=self.device)
+        pipeline = CalibrationPipeline(
+            model, arch, ids, config.batch_size, device=self.device, storage=self.activations,
+            apply_plan=lambda layer, plan: apply_layer_plan(layer, arch, plan, physical),
+        )
         was_training, use_cache = model.training, getattr(model.config, "use_cache", None)
         model.eval()
         try:
-            return method.prune(model, arch, config, runner, physical)
+            plan = pipeline.run(method)
         finally:
             model.train(was_training)
             if use_cache is not None:
                 model.config.use_cache = use_cache
+        for key, value in plan.config_records.items():
+            setattr(model.config, key, value)
+        return plan.layers
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> CheckpointPlan:
         """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`)."""
@@ -152,7 +168,7 @@ class FlapPruner:
         return recover(model, tokenizer, recovery_config, **kwargs).model
 
 
-def _keep_everything(config) -> LayerPlan:
+def _keep_everything(config) -> StructuredLayerPlan:
     _, kv_heads, _ = attention_geometry(config)
-    return LayerPlan(torch.arange(kv_heads), torch.arange(config.intermediate_size))
+    return StructuredLayerPlan(torch.arange(kv_heads), torch.arange(config.intermediate_size))
 

@@ -26,7 +26,7 @@ from torch import nn
 from .accounting import compensation_roles, measure_sparsity
 from .architectures import ATTENTION_OUTPUT, GATE, KEY, MLP_OUTPUT, QUERY, UP, VALUE, DecoderArchitecture
 from .layout import LAYOUT_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
-from .plan import LayerPlan, MaskLayerPlan, StructuredLayerPlan
+from .plan import MaskLayerPlan, StructuredLayerPlan
 
 
 def _rows(groups: torch.Tensor, width: int) -> torch.Tensor:
@@ -146,26 +146,8 @@ def apply_mask_layer_plan(layer: nn.Module, plan: MaskLayerPlan) -> None:
                 weight.masked_fill_(~plan.masks[path].to(weight.device), 0)
 
 
-def prune_layer(
-    layer: nn.Module,
-    arch: DecoderArchitecture,
-    plan: LayerPlan,
-    group_size: int,
-    head_dim: int,
-    attention_mean: torch.Tensor | None,
-    mlp_mean: torch.Tensor | None,
-    physical: bool = True,
-) -> None:
-    """`apply_structured_layer_plan` for the untyped `LayerPlan` (removed with it)."""
-    if (group_size, head_dim) != arch.head_geometry(layer):
-        raise ValueError(f"group_size={group_size}, head_dim={head_dim} do not match the layer's "
-                         f"{arch.head_geometry(layer)}.")
-    typed = StructuredLayerPlan(plan.kept_groups, plan.kept_channels, attention_mean, mlp_mean)
-    apply_structured_layer_plan(layer, arch, typed, physical)
-
-
 def record_layout(
-    model: nn.Module, arch: DecoderArchitecture, plans: list[LayerPlan] | list[StructuredLayerPlan], group_size: int
+    model: nn.Module, arch: DecoderArchitecture, plans: list[StructuredLayerPlan], group_size: int
 ) -> PruningLayout:
     """Write the per-layer sizes into `model.config.pruning_layout` and return them.
 

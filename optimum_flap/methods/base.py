@@ -7,8 +7,10 @@ pipeline.
 
 Hooks, in the order the pipeline calls them:
 
-1. `check(model)`: refuse, from shapes alone, a recipe that could only fail after calibrating.
-2. per decoder block `i` (the block is on the execution device):
+1. `check(model)` (called by the pruner, before it loads calibration data): refuse, from shapes alone,
+   a recipe that could only fail after calibrating.
+2. per decoder block `i` (the block is on the execution device; `block` is the pipeline's
+   `BlockContext`: `.module`, `.index`, `.layer_type`, `.inputs(batch, stream)`, `.run(batch, stream)`):
    - `observers(block)`: module path (relative to the block) -> function receiving that module's
      input tensor, attached while the block runs over the calibration batches;
    - `on_block_output(block, inputs, outputs)`: each batch's block input and output hidden states
@@ -17,6 +19,8 @@ Hooks, in the order the pipeline calls them:
      (`propagation` "pruned" or "both") returns the block's layer plan here: the pipeline applies it
      before it propagates the block's outputs. It may run the block again through the block context
      (with gradients when `needs_grad`). One-shot methods keep their small statistics and return None.
+   - `on_pruned_block_output(block, inputs, outputs)`: once the plan is applied ("pruned") and for the
+     pruned stream ("both"), each batch's input and output through the pruned block.
 3. `finish(model)`: after the last block; returns the `PruningPlan` (one-shot methods decide here;
    sequential ones return the plans they already produced).
 
@@ -41,7 +45,7 @@ Propagation = Literal["dense", "pruned", "both"]
 
 
 class PruningMethod:
-    """Base class of every method; subclasses live in `optimum_flap/methods/<name>/` and register."""
+    """Base class of every method; subclasses live in `optimum_flap/methods/<name>/` (see `get_method_class`)."""
 
     name: ClassVar[str]
     plan_kind: ClassVar[PlanKind] = "structured"
@@ -63,10 +67,13 @@ class PruningMethod:
         return {}
 
     def on_block_output(self, block: Any, inputs: Any, outputs: Any) -> None:
-        """Per batch: the block's input and output hidden states (dense stream unless propagation says)."""
+        """Per batch: the block's input and output hidden states on the observed stream (see `propagation`)."""
 
     def block_done(self, block: Any) -> StructuredLayerPlan | MaskLayerPlan | None:
         return None
+
+    def on_pruned_block_output(self, block: Any, inputs: Any, outputs: Any) -> None:
+        """Per batch, after the block's plan is applied: the pruned block's input and output hidden states."""
 
     def finish(self, model: nn.Module) -> PruningPlan:
         raise NotImplementedError

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..plan import LayerPlan
+from ..plan import StructuredLayerPlan
 
 
 def apportion(
@@ -58,7 +58,7 @@ def round_kept_channels(plans: list, channel_scores: Sequence[torch.Tensor], rou
     """Make each plan's kept MLP width a multiple of `round_to`, keeping the total nearest the selected one.
 
     For any method's plans (FLAP's structures included): channels are added or dropped by each layer's
-    own score order. Head groups are untouched. Returns new `LayerPlan`s.
+    own score order. Head groups are untouched. Returns new `StructuredLayerPlan`s.
     """
     widths = [int(s.numel()) for s in channel_scores]
     counts = [int(p.kept_channels.numel()) for p in plans]
@@ -66,5 +66,5 @@ def round_kept_channels(plans: list, channel_scores: Sequence[torch.Tensor], rou
     out = []
     for plan, scores, n in zip(plans, channel_scores, kept):
         order = torch.sort(scores, descending=True, stable=True).indices
-        out.append(LayerPlan(plan.kept_groups, order[:n].sort().values))
+        out.append(StructuredLayerPlan(plan.kept_groups, order[:n].sort().values))
     return out

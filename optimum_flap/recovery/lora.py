@@ -24,8 +24,11 @@ from torch import nn
 
 from ..architectures import DecoderArchitecture
 from ..configuration import CFSP_DEFAULT_TEMPERATURE
+from ..engine import CalibrationPipeline
+from ..methods.base import PruningMethod
 from ..methods.cfsp.importance import BlockImportance
 from ..methods.cfsp.method import BLOCK_IMPORTANCE_KEY
+from ..plan import PruningPlan
 from .configuration import RecoveryConfig
 
 
@@ -104,35 +107,44 @@ def recorded_importance(model: nn.Module) -> list[float] | None:
     return None
 
 
-@torch.no_grad()
+class _BlockImportanceProbe(PruningMethod):
+    """Records each block's CFSP importance on the dense stream; decides nothing."""
+
+    name = "block importance"
+
+    def __init__(self, metric: str, architecture: DecoderArchitecture) -> None:
+        super().__init__(None, architecture)
+        self.metric = metric
+        self.values: list[float] = []
+        self._current: BlockImportance | None = None
+
+    def observers(self, block) -> dict:
+        self._current = BlockImportance(self.metric)
+        return {}
+
+    def on_block_output(self, block, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
+        self._current.update(inputs, outputs)
+
+    def block_done(self, block) -> None:
+        self.values.append(self._current.value)
+
+    def finish(self, model: nn.Module) -> PruningPlan:
+        return PruningPlan(kind="structured", layers=[])
+
+
 def measure_importance(
     model: nn.Module, arch: DecoderArchitecture, input_ids: torch.Tensor, metric: str = "angular",
     batch_size: int = 4,
 ) -> list[float]:
-    """Block importances of (an already pruned) `model` on `input_ids`, from one forward pass with hooks."""
-    layers = arch.decoder_layers(model)
-    trackers = [BlockImportance(metric) for _ in layers]
-    inputs: dict[int, torch.Tensor] = {}
-    handles = []
-    for idx, layer in enumerate(layers):
-        def pre(_m, args, kwargs, idx=idx):
-            inputs[idx] = args[0] if args else kwargs["hidden_states"]
-
-        def post(_m, _args, output, idx=idx):
-            trackers[idx].update(inputs.pop(idx), output[0] if isinstance(output, tuple) else output)
-
-        handles += [layer.register_forward_pre_hook(pre, with_kwargs=True), layer.register_forward_hook(post)]
+    """Block importances of (an already pruned) `model` on `input_ids`, through the calibration pipeline."""
+    probe = _BlockImportanceProbe(metric, arch)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
-        for start in range(0, input_ids.shape[0], batch_size):
-            model(input_ids=input_ids[start:start + batch_size].to(device), use_cache=False)
+        CalibrationPipeline(model, arch, input_ids, batch_size).run(probe)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    return [t.value for t in trackers]
+    return probe.values
 
 
 def build_lora_config(

@@ -1,9 +1,9 @@
 """CFSP: coarse-to-fine structured pruning in one forward pass over the calibration data.
 
-Layer by layer on the dense model (the block outputs propagated to the next block are dense, as in
-the released code): each block's input and output hidden states give its coarse importance, and the
-hooks on `down_proj` (and `o_proj` when heads are pruned) give the fine channel scores. After the last
-block the per-block budgets are allocated, every block keeps its best channels, and the model is cut.
+Layer by layer on the dense model (the pipeline propagates dense block outputs, as in the released
+code): each block's input and output hidden states give its coarse importance, and the observers on
+`down_proj` (and `o_proj` when heads are pruned) give the fine channel scores. After the last block the
+per-block budgets are allocated and every block keeps its best channels.
 
 Budget semantics (as every method of this package): `pruning_ratio` is the fraction of the decoder's
 linear parameters removed. With FFN-only pruning (CFSP's default) the FFN channels removed are therefore
@@ -14,18 +14,17 @@ the blocks by the sigmoid allocation with mean keep ratio `1 - that`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ...accounting import layer_cost
-from ...architectures import DecoderArchitecture, attention_geometry, get_architecture
+from ...architectures import DecoderArchitecture, attention_geometry
 from ...configuration import FlapConfig
-from ...engine.layerwise import LayerwiseRunner
 from ...engine.statistics import ChannelStatistics
-from ...plan import LayerCost, LayerPlan
-from ...surgery import prune_layer
+from ...plan import LayerCost, PruningPlan, StructuredLayerPlan
+from ..base import PruningMethod
 from ..flap.selection import BudgetError, keep_top
 from ..widths import apportion
 from .allocation import keep_ratios
@@ -38,46 +37,21 @@ BLOCK_IMPORTANCE_KEY = "block_importance"
 
 @dataclass
 class BlockCalibration:
-    """What calibrating one block leaves: its coarse importance and its input statistics."""
+    """What calibrating one block leaves: its coarse importance, fine channel scores and input statistics.
+
+    The channel scores are computed while the block is on the execution device, beside its statistics.
+    """
 
     importance: float
+    channel_scores: torch.Tensor
     mlp: ChannelStatistics
     attention: ChannelStatistics | None
-
-
-def needs_calibration(config: FlapConfig) -> bool:
-    return True
-
-
-def calibrate(
-    model: nn.Module, arch: DecoderArchitecture, config: FlapConfig, runner: LayerwiseRunner
-) -> list[BlockCalibration]:
-    """One pass, block by block: block importance plus `down_proj` (and `o_proj`) input statistics."""
-    if runner is None:
-        raise ValueError("CFSP needs calibration data.")
-    if not runner.batches:
-        runner.capture_first_block_inputs()
-    want_attention = config.cfsp_prune_attention or config.use_bias_compensation
-    results = []
-    for idx in tqdm(range(runner.num_layers), desc="cfsp: calibrating", unit="layer"):
-        mlp_stats = ChannelStatistics()
-        attn_stats = ChannelStatistics() if want_attention else None
-        observers = {arch.mlp_output_path(): mlp_stats.update}
-        if attn_stats is not None:
-            observers[arch.attention_output_path()] = attn_stats.update
-        inputs = [batch.hidden_states for batch in runner.batches]
-        runner.run_block(idx, observers, propagate=True)
-        importance = BlockImportance(config.cfsp_importance)
-        for x, batch in zip(inputs, runner.batches):
-            importance.update(x, batch.hidden_states)
-        results.append(BlockCalibration(importance.value, mlp_stats, attn_stats))
-    return results
 
 
 def budget(model: nn.Module, arch: DecoderArchitecture, config: FlapConfig) -> tuple[list[LayerCost], list[int], float]:
     """Per-layer costs, MLP widths and the share of prunable units to remove; refuses impossible recipes.
 
-    Depends on shapes only, so the pruner calls it (through `check_config`) before calibrating.
+    Depends on shapes only, so `CfspMethod.check` calls it before calibrating.
     """
     heads, kv_heads, head_dim = attention_geometry(model.config)
     compensate = config.use_bias_compensation
@@ -106,10 +80,6 @@ def budget(model: nn.Module, arch: DecoderArchitecture, config: FlapConfig) -> t
     return costs, widths, removed / prunable
 
 
-def check_config(config: FlapConfig, model: nn.Module) -> None:
-    budget(model, get_architecture(model), config)
-
-
 def allocate(
     importance: list[float],
     costs: list[LayerCost],
@@ -135,46 +105,69 @@ def allocate(
     return ratios, kept_groups, kept_channels
 
 
-def prune_structured(
-    model: nn.Module,
-    arch: DecoderArchitecture,
-    config: FlapConfig,
-    runner: LayerwiseRunner | None,
-    physical: bool = True,
-) -> list[LayerPlan]:
-    """Calibrate once, allocate the per-block budgets, keep each block's best channels, cut the model."""
-    calibration = calibrate(model, arch, config, runner)
-    costs, widths, unit_ratio = budget(model, arch, config)
-    heads, kv_heads, head_dim = attention_geometry(model.config)
-    group_size = heads // kv_heads
-    compensate = config.use_bias_compensation
-    layers = arch.decoder_layers(model)
-    importance = [c.importance for c in calibration]
-    ratios, kept_groups, kept_channels = allocate(importance, costs, widths, kv_heads, unit_ratio, config)
-    plans = []
-    for layer, calib, n_groups, n_channels in zip(layers, calibration, kept_groups, kept_channels):
-        mlp = arch.mlp(layer)
+class CfspMethod(PruningMethod):
+    """CFSP: block importance from each block's hidden states, fine FFN (and head-group) channel scores."""
+
+    name = "cfsp"
+
+    def __init__(self, config: Any, architecture: Any) -> None:
+        super().__init__(config, architecture)
+        self.calibration: list[BlockCalibration] = []
+        self._mlp: ChannelStatistics | None = None
+        self._attention: ChannelStatistics | None = None
+        self._importance: BlockImportance | None = None
+
+    def check(self, model: nn.Module) -> None:
+        budget(model, self.architecture, self.config)
+
+    def observers(self, block: Any) -> dict[str, Any]:
+        config, arch = self.config, self.architecture
+        self._importance = BlockImportance(config.cfsp_importance)
+        self._mlp = ChannelStatistics()
+        observers = {arch.mlp_output_path(): self._mlp.update}
+        self._attention = None
+        if config.cfsp_prune_attention or config.use_bias_compensation:
+            self._attention = ChannelStatistics()
+            observers[arch.attention_output_path()] = self._attention.update
+        return observers
+
+    def on_block_output(self, block: Any, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
+        self._importance.update(inputs, outputs)
+
+    def block_done(self, block: Any) -> None:
+        arch = self.architecture
+        mlp = arch.mlp(block.module)
         scores = channel_scores(
-            config.cfsp_score, calib.mlp, getattr(mlp, arch.mlp_output).weight,
+            self.config.cfsp_score, self._mlp, getattr(mlp, arch.mlp_output).weight,
             getattr(mlp, arch.up).weight, getattr(mlp, arch.gate).weight,
         )
-        if n_groups < kv_heads:
-            groups = keep_top(head_group_scores(calib.attention, group_size * head_dim), n_groups)
-        else:
-            groups = torch.arange(kv_heads)
-        plan = LayerPlan(groups, keep_top(scores, n_channels))
-        prune_layer(
-            layer, arch, plan, group_size, head_dim,
-            attention_mean=calib.attention.mean if compensate and config.cfsp_prune_attention else None,
-            mlp_mean=calib.mlp.mean if compensate else None,
-            physical=physical,
-        )
-        plans.append(plan)
-    setattr(model.config, BLOCK_IMPORTANCE_KEY, {
-        "metric": config.cfsp_importance,
-        "values": [round(v, 8) for v in importance],
-        "keep_ratios": [round(float(r), 6) for r in ratios],
-        "allocation": config.cfsp_allocation,
-        "temperature": config.cfsp_temperature,
-    })
-    return plans
+        self.calibration.append(BlockCalibration(self._importance.value, scores, self._mlp, self._attention))
+
+    def finish(self, model: nn.Module) -> PruningPlan:
+        """Allocate the per-block budgets and keep each block's best channels (and head groups)."""
+        config, arch = self.config, self.architecture
+        costs, widths, unit_ratio = budget(model, arch, config)
+        heads, kv_heads, head_dim = attention_geometry(model.config)
+        group_size = heads // kv_heads
+        compensate = config.use_bias_compensation
+        importance = [c.importance for c in self.calibration]
+        ratios, kept_groups, kept_channels = allocate(importance, costs, widths, kv_heads, unit_ratio, config)
+        plans = []
+        for calib, n_groups, n_channels in zip(self.calibration, kept_groups, kept_channels):
+            if n_groups < kv_heads:
+                groups = keep_top(head_group_scores(calib.attention, group_size * head_dim), n_groups)
+            else:
+                groups = torch.arange(kv_heads)
+            plans.append(StructuredLayerPlan(
+                groups, keep_top(calib.channel_scores, n_channels),
+                attention_input_mean=calib.attention.mean if compensate and config.cfsp_prune_attention else None,
+                mlp_input_mean=calib.mlp.mean if compensate else None,
+            ))
+        record = {
+            "metric": config.cfsp_importance,
+            "values": [round(v, 8) for v in importance],
+            "keep_ratios": [round(float(r), 6) for r in ratios],
+            "allocation": config.cfsp_allocation,
+            "temperature": config.cfsp_temperature,
+        }
+        return PruningPlan(kind="structured", layers=plans, config_records={BLOCK_IMPORTANCE_KEY: record})

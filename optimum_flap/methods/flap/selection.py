@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...plan import LayerCost, LayerPlan
+from ...plan import LayerCost, StructuredLayerPlan
 from .scores import pool_groups, standardize
 
 
@@ -48,7 +48,7 @@ def select(
     min_groups: int,
     min_channels: int,
     remove_groups: int | None = None,
-) -> list[LayerPlan]:
+) -> list[StructuredLayerPlan]:
     """The plan for `structure`; `remove_groups` is the manual head budget of UL-MM / AL-MM, in groups."""
     adaptive = structure.startswith("AL")
     groups = [_pool(s.attention, group_width, adaptive) for s in scores]
@@ -79,7 +79,7 @@ def select(
         n_channels = max(round(target / costs[0].channel_cost), 0)
         n_channels = min(n_channels, sum(c.numel() - min_channels for c in channels))
         channel_masks = _lowest_globally(channels, n_channels, min_channels, "channels")
-        return [LayerPlan(_kept(gm), _kept(cm)) for gm, cm in zip(group_masks, channel_masks)]
+        return [StructuredLayerPlan(_kept(gm), _kept(cm)) for gm, cm in zip(group_masks, channel_masks)]
     if structure == "AL-AM":
         return _global_threshold(groups, channels, costs, ratio, min_groups, min_channels)
     raise ValueError(f"Unknown structure {structure!r}.")
@@ -96,9 +96,10 @@ def _check_minimums(groups, channels, min_groups: int, min_channels: int) -> Non
         raise BudgetError(f"min_channels={min_channels} exceeds the {channels[0].numel()} MLP channels per layer.")
 
 
-def _plan(groups: torch.Tensor, channels: torch.Tensor, n_groups: int, n_channels: int) -> LayerPlan:
+def _plan(groups: torch.Tensor, channels: torch.Tensor, n_groups: int, n_channels: int) -> StructuredLayerPlan:
     """Drop the `n_groups` lowest groups and the `n_channels` lowest channels of one layer."""
-    return LayerPlan(keep_top(groups, groups.numel() - n_groups), keep_top(channels, channels.numel() - n_channels))
+    kept_groups = keep_top(groups, groups.numel() - n_groups)
+    return StructuredLayerPlan(kept_groups, keep_top(channels, channels.numel() - n_channels))
 
 
 def keep_top(scores: torch.Tensor, count: int) -> torch.Tensor:
@@ -130,7 +131,7 @@ def _lowest_globally(scores: list[torch.Tensor], count: int, minimum: int, what:
     return list(keep.split([s.numel() for s in scores]))
 
 
-def _global_threshold(groups, channels, costs, ratio, min_groups, min_channels) -> list[LayerPlan]:
+def _global_threshold(groups, channels, costs, ratio, min_groups, min_channels) -> list[StructuredLayerPlan]:
     """AL-AM: keep units in score order until the kept parameters are closest to (1 - ratio) of the total."""
     scores, unit_costs, protected = [], [], []
     for g, c, cost in zip(groups, channels, costs):
@@ -151,4 +152,4 @@ def _global_threshold(groups, channels, costs, ratio, min_groups, min_channels) 
     keep = flat_protected.clone()
     keep[order[:n_kept]] = True
     masks = keep.split([s.numel() for s in scores])
-    return [LayerPlan(_kept(masks[2 * i]), _kept(masks[2 * i + 1])) for i in range(len(groups))]
+    return [StructuredLayerPlan(_kept(masks[2 * i]), _kept(masks[2 * i + 1])) for i in range(len(groups))]
