@@ -38,7 +38,7 @@ def synthetic_sequences(num: int, generator: torch.Generator) -> list[torch.Tens
 
 
 def main() -> None:
-    print("| sequences | running / (T·Var), min–max | lowest-quarter channels selected differently (mean of 20 seeds) |")
+    print("| sequences | running / (T·Var), min–max | lowest-quarter channels selected differently (20 seeds) |")
     print("|---|---|---|")
     for num in (8, 32, 128, 1024):
         low, high, flips = float("inf"), 0.0, []

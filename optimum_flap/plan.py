@@ -84,7 +84,8 @@ class PruningReport:
 
     def summary(self) -> str:
         return (
-            f"{' '.join(filter(None, (self.method, self.structure)))}: removed {self.achieved_ratio:.2%} of decoder linear parameters "
+            f"{' '.join(filter(None, (self.method, self.structure)))}: removed {self.achieved_ratio:.2%} of "
+            "decoder linear parameters "
             f"(target {self.target_ratio:.2%}); parameters {self.parameters_before:,} -> "
             f"{self.parameters_after:,}; {self.seconds:.1f} s"
         )

@@ -22,21 +22,31 @@ from .modeling_flap_mistral import FlapMistralForCausalLM, FlapMistralModel
 from .modeling_flap_qwen2 import FlapQwen2ForCausalLM, FlapQwen2Model
 from .modeling_flap_qwen3 import FlapQwen3ForCausalLM, FlapQwen3Model
 
+#: every pruned-model class pair defined here (the specs in `optimum_flap.architectures` name theirs)
+FLAP_CLASSES = (
+    (FlapLlamaConfig, FlapLlamaForCausalLM),
+    (FlapMistralConfig, FlapMistralForCausalLM),
+    (FlapQwen2Config, FlapQwen2ForCausalLM),
+    (FlapQwen3Config, FlapQwen3ForCausalLM),
+)
+
 
 def register_auto_classes() -> None:
-    """Register the `flap_*` classes named by the architecture specs with the Auto classes (idempotent)."""
-    from ..architectures import ARCHITECTURES  # the specs import these model files
+    """Register the `flap_*` classes with the Auto classes (idempotent).
 
-    for spec in ARCHITECTURES.values():
-        classes = spec.classes
-        AutoConfig.register(classes.flap_model_type, classes.flap_config_class, exist_ok=True)
-        AutoModelForCausalLM.register(classes.flap_config_class, classes.flap_model_class, exist_ok=True)
+    It reads nothing from the architecture specs: it runs from an import hook right after
+    transformers loads, possibly while `optimum_flap.architectures` is itself being imported.
+    """
+    for config_class, model_class in FLAP_CLASSES:
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
         # saving one of these (save_pretrained, push_to_hub) copies its code next to the weights
-        classes.flap_config_class.register_for_auto_class("AutoConfig")
-        classes.flap_model_class.register_for_auto_class("AutoModelForCausalLM")
+        config_class.register_for_auto_class("AutoConfig")
+        model_class.register_for_auto_class("AutoModelForCausalLM")
 
 
 __all__ = [
+    "FLAP_CLASSES",
     "FlapLlamaConfig",
     "FlapLlamaForCausalLM",
     "FlapLlamaModel",
