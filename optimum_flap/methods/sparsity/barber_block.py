@@ -43,7 +43,7 @@ def _weight_names(block: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[s
             )
         if module.weight.shape != mask.shape:
             raise ValueError(f"Mask {path!r} has shape {tuple(mask.shape)}, its weight {tuple(module.weight.shape)}.")
-        names[path] = f"{path}.weight"
+        names[path] = f"{path}.weight" if path else "weight"  # "" is the block itself
     return names
 
 
