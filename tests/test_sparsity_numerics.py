@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 from transformers import LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaMLP
+from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRotaryEmbedding
 
 from optimum_flap.engine.statistics import ChannelStatistics
 from optimum_flap.methods.sparsity import (
@@ -168,7 +168,9 @@ def test_sparsegpt_row_sparsity_exact_across_blocks_and_dead_inputs():
     keep, updated = sparsegpt_prune(weight, dead.hessian, 0.5)
     assert torch.isfinite(updated).all() and (updated[:, 7] == 0).all()
     with pytest.raises(ValueError, match="divisible"):
-        sparsegpt_prune(weight, hessian, 0.5, NMPattern(2, 3))
+        sparsegpt_prune(weight, hessian, 1 / 3, NMPattern(2, 3))
+    with pytest.raises(ValueError, match="does not match"):
+        sparsegpt_prune(weight, hessian, 0.3, NMPattern(2, 4))
 
 
 # ---------------------------------------------------------------- LLM-Barber rebuild
@@ -237,7 +239,7 @@ def test_rebuild_n_m_keeps_the_pattern(kept, group):
     g = _generator(8)
     scores = torch.rand(16, 32, generator=g)
     keep = n_m_mask(torch.rand(16, 32, generator=g), kept, group)
-    new = rebuild_n_m_mask(scores, keep, group, 0.5)
+    new = rebuild_n_m_mask(scores, keep, 0.5, group)
     assert follows_n_m(new, kept, group)
     assert (new & ~keep).sum() > 0
     if kept * 2 == group:  # revived weights are the row's best pruned ones, as in the release
@@ -290,11 +292,23 @@ def tiny_mlp():
     return mlp, samples, statistics
 
 
-def _block_error(mlp: torch.nn.Module, samples: list[torch.Tensor], masks: dict[str, torch.Tensor]) -> float:
-    state = dict(mlp.state_dict())
+def _block_error(
+    block: torch.nn.Module, samples: list[torch.Tensor], masks: dict[str, torch.Tensor], kwargs: dict | None = None
+) -> float:
+    """Sum over samples of MSE(B(x; W * M), B(x; W))."""
+    state = dict(block.state_dict())
     sparse = {**state, **{f"{name}.weight": state[f"{name}.weight"] * keep for name, keep in masks.items()}}
+    kwargs = kwargs or {}
     with torch.no_grad():
-        return sum(float(torch.nn.functional.mse_loss(functional_call(mlp, sparse, (x,)), mlp(x))) for x in samples)
+        return sum(
+            float(torch.nn.functional.mse_loss(_hidden(functional_call(block, sparse, (x,), kwargs)),
+                                               _hidden(block(x, **kwargs))))
+            for x in samples
+        )
+
+
+def _hidden(result):
+    return result[0] if isinstance(result, tuple) else result
 
 
 @pytest.mark.parametrize(
@@ -335,3 +349,18 @@ def test_barber_n_m_requires_output_rows(tiny_mlp):
     masks = {"up_proj": n_m_mask(mlp.up_proj.weight.abs(), 2, 4)}
     with pytest.raises(ValueError, match="output1"):
         rebuild_block_masks(mlp, samples, masks, 0.1, "layer", 4)
+
+
+def test_barber_attention_block_with_block_kwargs():
+    config = LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128)
+    torch.manual_seed(1)
+    attention = LlamaAttention(config, layer_idx=0).eval()
+    samples = [_correlated_inputs(16, 64, seed=40 + i).unsqueeze(0) for i in range(8)]
+    kwargs = {"position_embeddings": LlamaRotaryEmbedding(config)(samples[0], torch.arange(16)[None]),
+              "attention_mask": None}
+    masks = {name: unstructured_mask(getattr(attention, name).weight.abs(), 0.5)
+             for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    rebuilt = rebuild_block_masks(attention, samples, masks, 0.2, "block", block_kwargs=kwargs)
+    assert sum(int(k.sum()) for k in rebuilt.values()) == sum(int(k.sum()) for k in masks.values())
+    assert sum(int((rebuilt[name] & ~masks[name]).sum()) for name in rebuilt) > 0
+    assert _block_error(attention, samples, rebuilt, kwargs) < _block_error(attention, samples, masks, kwargs)

@@ -104,7 +104,7 @@ def rebuild_masks(
     return [piece.reshape(keep.shape) for piece, (_, keep) in zip(pieces, pairs)]
 
 
-def rebuild_n_m_mask(scores: torch.Tensor, keep: torch.Tensor, group: int, alpha: float) -> torch.Tensor:
+def rebuild_n_m_mask(scores: torch.Tensor, keep: torch.Tensor, alpha: float, group: int) -> torch.Tensor:
     """Rebuilt N:M keep-mask: every group of `group` consecutive inputs keeps its count.
 
     Per output row, k = floor(alpha * R) is found over the whole row as in `rebuild_mask`, and the k

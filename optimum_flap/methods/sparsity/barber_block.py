@@ -100,6 +100,6 @@ def rebuild_block_masks(
     modules = dict(block.named_modules())
     scores = {path: barber_scores(modules[path].weight, gradients[path]) for path in masks}
     if n_m_group is not None:
-        return {path: rebuild_n_m_mask(scores[path], masks[path], n_m_group, alpha) for path in masks}
+        return {path: rebuild_n_m_mask(scores[path], masks[path], alpha, n_m_group) for path in masks}
     rebuilt = rebuild_masks([(scores[path], masks[path]) for path in masks], alpha, granularity)
     return dict(zip(masks, rebuilt))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .masks import NMPattern, check_ratio, first_ranked, pruned_count
+from .masks import NMPattern, check_ratio, first_ranked, parse_sparsity_type, pruned_count
 
 
 class HessianAccumulator:
@@ -58,7 +58,7 @@ def sparsegpt_prune(
     block_size: int = 128,
     damping: float = 0.01,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keep-mask, updated weight) for `weight` `[out, in]` at sparsity `ratio` (or the N:M `pattern`).
+    """(keep-mask, updated weight) for `weight` `[out, in]` at sparsity `ratio`, N:M when `pattern` is given.
 
     `hessian` is `HessianAccumulator.hessian` of the layer's inputs. Dead inputs (H_jj == 0) get
     H_jj = 1 and their weights are zeroed, as the release does (they never affect the output). The
@@ -68,11 +68,13 @@ def sparsegpt_prune(
     if hessian.shape != (cols, cols):
         raise ValueError(f"Hessian shape {tuple(hessian.shape)} does not match the weight's {cols} input features.")
     check_ratio(ratio)
-    if pattern is not None and (cols % pattern.group or block_size % pattern.group):
-        raise ValueError(
-            f"N:M pattern {pattern} needs in_features ({cols}) and block_size ({block_size}) "
-            f"divisible by {pattern.group}."
-        )
+    if pattern is not None:
+        parse_sparsity_type(str(pattern), ratio)  # the ratio must be the pattern's
+        if cols % pattern.group or block_size % pattern.group:
+            raise ValueError(
+                f"N:M pattern {pattern} needs in_features ({cols}) and block_size ({block_size}) "
+                f"divisible by {pattern.group}."
+            )
     if damping <= 0:
         raise ValueError(f"damping must be positive, got {damping!r}.")
     w = weight.detach().to(torch.float32).clone()
@@ -98,7 +100,9 @@ def sparsegpt_prune(
             if pattern is not None and i % pattern.group == 0:
                 group = slice(i, i + pattern.group)
                 counts = torch.full((rows,), pattern.group - pattern.kept, device=w.device)
-                block_pruned[:, group] = first_ranked(block[:, group] ** 2 / diag[group] ** 2, counts, False)
+                block_pruned[:, group] = first_ranked(
+                    block[:, group] ** 2 / diag[group] ** 2, counts, descending=False
+                )
             column = block[:, i]
             quantized = column.masked_fill(block_pruned[:, i], 0.0)
             error = (column - quantized) / diag[i]
