@@ -344,11 +344,20 @@ def test_barber_keeps_sparsity_and_lowers_block_error(tiny_mlp, sparsity_type, g
     assert _block_error(mlp, samples, rebuilt) < _block_error(mlp, samples, initial)
 
 
-def test_barber_n_m_requires_output_rows(tiny_mlp):
-    mlp, samples, _ = tiny_mlp
+def test_barber_rejects_bad_arguments_before_calibrating(tiny_mlp):
+    mlp, _, _ = tiny_mlp
+
+    def never_read():
+        raise AssertionError("calibration samples were read before the arguments were checked")
+        yield
+
     masks = {"up_proj": n_m_mask(mlp.up_proj.weight.abs(), 2, 4)}
     with pytest.raises(ValueError, match="output1"):
-        rebuild_block_masks(mlp, samples, masks, 0.1, "layer", 4)
+        rebuild_block_masks(mlp, never_read(), masks, 0.1, "layer", 4)
+    with pytest.raises(ValueError, match="granularity"):
+        rebuild_block_masks(mlp, never_read(), masks, 0.1, "row")
+    with pytest.raises(ValueError, match="alpha"):
+        rebuild_block_masks(mlp, never_read(), masks, 2.0)
 
 
 def test_barber_attention_block_with_block_kwargs():

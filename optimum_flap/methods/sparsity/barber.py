@@ -53,7 +53,7 @@ def barber_scores(weight: torch.Tensor, gradient_mean_square: torch.Tensor) -> t
     return weight.detach().float().abs() * gradient_mean_square.to(weight.device, torch.float32).sqrt()
 
 
-def _check_alpha(alpha: float) -> None:
+def check_alpha(alpha: float) -> None:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha (fraction of the beneficial swaps made) must be in [0, 1], got {alpha!r}.")
 
@@ -76,7 +76,7 @@ def _swap(scores: torch.Tensor, keep: torch.Tensor, counts: torch.Tensor) -> tor
 def rebuild_mask(scores: torch.Tensor, keep: torch.Tensor, alpha: float, granularity: str = "output1") -> torch.Tensor:
     """One matrix's rebuilt keep-mask; the kept count of every comparison group is unchanged."""
     check_scores(scores, keep)
-    _check_alpha(alpha)
+    check_alpha(alpha)
     check_granularity(granularity)
     grouped_scores, grouped_keep = as_groups(scores, granularity), as_groups(keep, granularity)
     rebuilt = _swap(grouped_scores, grouped_keep, swap_counts(grouped_scores, grouped_keep, alpha))
@@ -94,7 +94,7 @@ def rebuild_masks(
     check_granularity(granularity, BARBER_GRANULARITIES)
     if granularity != "block":
         return [rebuild_mask(scores, keep, alpha, granularity) for scores, keep in pairs]
-    _check_alpha(alpha)
+    check_alpha(alpha)
     for scores, keep in pairs:
         check_scores(scores, keep)
     pooled_scores = torch.cat([scores.reshape(1, -1) for scores, _ in pairs], dim=1)
@@ -114,7 +114,7 @@ def rebuild_n_m_mask(scores: torch.Tensor, keep: torch.Tensor, alpha: float, gro
     patterns keeping fewer than half, the release would empty a group instead).
     """
     check_scores(scores, keep)
-    _check_alpha(alpha)
+    check_alpha(alpha)
     rows, cols = scores.shape
     if cols % group:
         raise ValueError(f"N:M rebuild with M={group} needs in_features divisible by {group}, got {cols}.")

@@ -16,7 +16,15 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .barber import SquaredGradientMean, barber_scores, rebuild_masks, rebuild_n_m_mask
+from .barber import (
+    BARBER_GRANULARITIES,
+    SquaredGradientMean,
+    barber_scores,
+    check_alpha,
+    rebuild_masks,
+    rebuild_n_m_mask,
+)
+from .masks import check_granularity
 
 
 def _output(result: Any) -> torch.Tensor:
@@ -96,10 +104,13 @@ def rebuild_block_masks(
     """
     if n_m_group is not None and granularity != "output1":
         raise ValueError(f"N:M masks are rebuilt per output row; granularity must be 'output1', got {granularity!r}.")
+    check_granularity(granularity, BARBER_GRANULARITIES)  # before the gradient pass, not after it
+    check_alpha(alpha)
     gradients = dense_gradient_statistics(block, samples, masks, block_kwargs)
     modules = dict(block.named_modules())
     scores = {path: barber_scores(modules[path].weight, gradients[path]) for path in masks}
+    initial = {path: mask.to(scores[path].device) for path, mask in masks.items()}  # on the weights' device
     if n_m_group is not None:
-        return {path: rebuild_n_m_mask(scores[path], masks[path], alpha, n_m_group) for path in masks}
-    rebuilt = rebuild_masks([(scores[path], masks[path]) for path in masks], alpha, granularity)
+        return {path: rebuild_n_m_mask(scores[path], initial[path], alpha, n_m_group) for path in masks}
+    rebuilt = rebuild_masks([(scores[path], initial[path]) for path in masks], alpha, granularity)
     return dict(zip(masks, rebuilt))
