@@ -242,6 +242,11 @@ def test_rebuild_n_m_keeps_the_pattern(kept, group):
     new = rebuild_n_m_mask(scores, keep, 0.5, group)
     assert follows_n_m(new, kept, group)
     assert (new & ~keep).sum() > 0
+    grouped = scores.reshape(16, -1, group)
+    dropped, stayed = (keep & ~new).reshape(16, -1, group), (keep & new).reshape(16, -1, group)
+    dropped_max = grouped.masked_fill(~dropped, float("-inf")).max(-1).values
+    stayed_min = grouped.masked_fill(~stayed, float("inf")).min(-1).values
+    assert (dropped_max < stayed_min).all()  # each group drops its worst originally kept weights
     if kept * 2 == group:  # revived weights are the row's best pruned ones, as in the release
         for row in range(16):
             revived = scores[row][new[row] & ~keep[row]]

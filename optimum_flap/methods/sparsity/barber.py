@@ -21,7 +21,15 @@ from collections.abc import Sequence
 
 import torch
 
-from .masks import GRANULARITIES, as_groups, check_granularity, check_scores, first_ranked, from_groups
+from .masks import (
+    GRANULARITIES,
+    as_groups,
+    check_granularity,
+    check_n_m_shape,
+    check_scores,
+    first_ranked,
+    from_groups,
+)
 
 BARBER_GRANULARITIES = (*GRANULARITIES, "block")
 
@@ -109,15 +117,14 @@ def rebuild_n_m_mask(scores: torch.Tensor, keep: torch.Tensor, alpha: float, gro
 
     Per output row, k = floor(alpha * R) is found over the whole row as in `rebuild_mask`, and the k
     best-scored pruned weights are revived; then, inside each group, as many of its worst-scored
-    originally kept weights are pruned as were revived there. A group can only revive as many
-    weights as it keeps (always the case for 2:4 and 4:8, where the release does the same; for
-    patterns keeping fewer than half, the release would empty a group instead).
+    originally kept weights are pruned as were revived there. A group revives at most as many
+    weights as it keeps: this never binds for 2:4 and 4:8 (identical to the release there); for
+    patterns keeping fewer than half, the release could empty a group instead.
     """
     check_scores(scores, keep)
     check_alpha(alpha)
+    check_n_m_shape(scores.shape, group)
     rows, cols = scores.shape
-    if cols % group:
-        raise ValueError(f"N:M rebuild with M={group} needs in_features divisible by {group}, got {cols}.")
     grouped_scores = scores.reshape(rows, -1, group)
     grouped_keep = keep.reshape(rows, -1, group)
     kept = grouped_keep.sum(dim=-1)

@@ -132,7 +132,7 @@ def unstructured_mask(scores: torch.Tensor, ratio: float, granularity: str = "ou
     return from_groups(~first_ranked(groups, counts, descending=False), granularity, scores.shape)
 
 
-def _check_n_m_shape(shape: torch.Size, group: int) -> None:
+def check_n_m_shape(shape: torch.Size, group: int) -> None:
     if shape[-1] % group:
         raise ValueError(
             f"N:M sparsity with M={group} needs in_features divisible by {group}, got shape {tuple(shape)}."
@@ -143,7 +143,7 @@ def n_m_mask(scores: torch.Tensor, kept: int, group: int) -> torch.Tensor:
     """Keep-mask keeping the `kept` highest scores in every `group` consecutive weights of each row."""
     check_scores(scores)
     parse_sparsity_type(f"{kept}:{group}")
-    _check_n_m_shape(scores.shape, group)
+    check_n_m_shape(scores.shape, group)
     grouped = scores.reshape(scores.shape[0], -1, group)
     counts = torch.full(grouped.shape[:2], kept, device=scores.device)
     return first_ranked(grouped, counts, descending=True).reshape(scores.shape)
@@ -151,5 +151,5 @@ def n_m_mask(scores: torch.Tensor, kept: int, group: int) -> torch.Tensor:
 
 def follows_n_m(keep: torch.Tensor, kept: int, group: int) -> bool:
     """True when every group of `group` consecutive weights along the input dimension keeps exactly `kept`."""
-    _check_n_m_shape(keep.shape, group)
+    check_n_m_shape(keep.shape, group)
     return bool((keep.reshape(keep.shape[0], -1, group).sum(-1) == kept).all())
