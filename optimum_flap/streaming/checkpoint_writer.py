@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 from transformers.utils.hub import convert_file_size_to_int
 
 from .checkpoint_reader import INDEX_FILE, SINGLE_FILE
@@ -38,6 +39,7 @@ def write_sharded_checkpoint(
     pending: dict[str, torch.Tensor] = {}
     pending_bytes = total_bytes = 0
     seen: set[str] = set()
+    progress = tqdm(desc="Writing shards", unit="shard")
 
     def flush() -> None:
         nonlocal pending, pending_bytes
@@ -45,6 +47,7 @@ def write_sharded_checkpoint(
             save_file(pending, directory / _partial_name(len(shards)), metadata={"format": "pt"})
             shards.append(list(pending))
             pending, pending_bytes = {}, 0
+            progress.update()
 
     for name, tensor in tensors:
         if name in seen:
@@ -57,6 +60,7 @@ def write_sharded_checkpoint(
         pending_bytes += size
         total_bytes += size
     flush()
+    progress.close()
     if not shards:
         raise ValueError("no tensors to write.")
     return _name_shards(directory, shards, total_bytes)
