@@ -47,6 +47,13 @@ def _state_names(module: nn.Module) -> list[str]:
     return list(module.state_dict(keep_vars=True).keys())
 
 
+def tied_weight_names(model: nn.Module) -> set[str]:
+    """Tensors that share another's storage when the config ties them; checkpoints leave them out."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    return set(getattr(model, "all_tied_weights_keys", None) or {})
+
+
 def find_block_list(model: nn.Module) -> str:
     """The qualified name of the `nn.ModuleList` holding the decoder blocks (`"model.layers"` for Llama)."""
     num_layers = getattr(model.config, "num_hidden_layers", None)
@@ -124,16 +131,10 @@ class StreamedCheckpoint:
 
     # -- the modules outside the blocks ---------------------------------------------------------------
 
-    def _tied_names(self) -> set[str]:
-        """Tensors that share another's storage when the config ties them (absent from checkpoints)."""
-        if not getattr(self.model.config, "tie_word_embeddings", False):
-            return set()
-        return set(getattr(self.model, "all_tied_weights_keys", None) or {})
-
     def load_non_block(self, device: str | torch.device | None = None) -> None:
         """Materialise everything outside the decoder blocks: embeddings, final norm, lm_head."""
         device = torch.device(device) if device is not None else self.device
-        tied = self._tied_names()
+        tied = tied_weight_names(self.model)
         block_prefix = self.blocks_prefix + "."
         for name in _state_names(self.model):
             if not name.startswith(block_prefix) and name not in tied:
@@ -183,7 +184,7 @@ class StreamedCheckpoint:
         the checkpoint; tied tensors are left out (as `save_pretrained` does). Feed this to
         `write_sharded_checkpoint` to save without holding the whole model.
         """
-        tied = self._tied_names()
+        tied = tied_weight_names(self.model)
         for name, tensor in self.model.state_dict(keep_vars=True).items():
             if name in tied:
                 continue
