@@ -119,3 +119,17 @@ def test_errors_name_the_problem(tmp_path, sharded):
             streamed.load_block(4)
         with pytest.raises(ValueError, match="needs an offload_folder"):
             streamed.offload_block(0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_blocks_run_on_the_gpu_from_a_cpu_checkpoint(sharded):
+    model, path = sharded
+    ids = torch.tensor([[1, 5, 9, 33, 7, 100, 3]])
+    with StreamedCheckpoint(path, device="cuda") as streamed:
+        streamed.load_non_block()
+        assert streamed.model.model.embed_tokens.weight.device.type == "cuda"
+        assert streamed.model.model.rotary_emb.inv_freq.device.type == "cuda"
+        logits = _stream_forward(streamed, ids.to("cuda"))
+    with torch.no_grad():
+        expected = model(ids).logits
+    torch.testing.assert_close(logits.cpu(), expected, rtol=1e-4, atol=1e-4)

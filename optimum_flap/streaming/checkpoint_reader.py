@@ -132,13 +132,16 @@ class StreamedCheckpoint:
     # -- the modules outside the blocks ---------------------------------------------------------------
 
     def load_non_block(self, device: str | torch.device | None = None) -> None:
-        """Materialise everything outside the decoder blocks: embeddings, final norm, lm_head."""
+        """Materialise everything outside the decoder blocks (embeddings, final norm, lm_head, rotary) on `device`."""
         device = torch.device(device) if device is not None else self.device
         tied = tied_weight_names(self.model)
         block_prefix = self.blocks_prefix + "."
         for name in _state_names(self.model):
             if not name.startswith(block_prefix) and name not in tied:
                 set_module_tensor_to_device(self.model, name, device, value=self.read(name), dtype=self.dtype)
+        for name, buffer in self.model.named_buffers():  # computed ones (rotary), never in the checkpoint
+            if not name.startswith(block_prefix) and not buffer.is_meta:
+                set_module_tensor_to_device(self.model, name, device)
         if tied:
             self.model.tie_weights()
 
