@@ -73,7 +73,7 @@ class StreamedCheckpoint:
         device: where `load_non_block` and `load_block` put tensors unless told otherwise.
         offload_folder: where `offload_block` writes changed blocks (accelerate's `.dat` + index.json
             format). Required only for `offload_block`.
-        config: a transformers config to use instead of the one in `path`.
+        model_config: a transformers config to use instead of the one in `path`.
     """
 
     def __init__(
@@ -83,7 +83,7 @@ class StreamedCheckpoint:
         dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
         offload_folder: str | os.PathLike | None = None,
-        config: Any = None,
+        model_config: Any = None,
     ) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -95,9 +95,9 @@ class StreamedCheckpoint:
         self.device = torch.device(device)
         self.offload_folder = Path(offload_folder) if offload_folder is not None else None
         self._offload_index: dict[str, dict[str, Any]] = {}
-        config = config if config is not None else AutoConfig.from_pretrained(self.path)
+        model_config = model_config if model_config is not None else AutoConfig.from_pretrained(self.path)
         with init_empty_weights():  # buffers stay real: non-persistent ones (rotary) are computed here
-            self.model = AutoModelForCausalLM.from_config(config, dtype=self.dtype).eval()
+            self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.dtype).eval()
         self.blocks_prefix = find_block_list(self.model)
         self.blocks: nn.ModuleList = self.model.get_submodule(self.blocks_prefix)
 
