@@ -72,3 +72,24 @@ def test_surgery_on_offloaded_blocks_is_kept_saved_and_reloaded(dispatched):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
     for name, tensor in reloaded.state_dict().items():
         torch.testing.assert_close(tensor, dense.state_dict()[name], rtol=0, atol=0)
+
+
+def test_surgery_under_cpu_offload_hooks():
+    """accelerate.cpu_offload keeps the weights in an in-memory map: surgery results go there."""
+    from accelerate import cpu_offload
+
+    dense = ckpt_tiny_model("llama", kv_heads=2, num_layers=2)
+    model = ckpt_tiny_model("llama", kv_heads=2, num_layers=2)
+    cpu_offload(model, execution_device=torch.device("cpu"))
+    assert model.model.layers[0].mlp.up_proj.weight.is_meta
+    for index in range(2):
+        _narrow_mlp(dense.model.layers[index].mlp)
+        with onloaded(model.model.layers[index], write_back=True):
+            _narrow_mlp(model.model.layers[index].mlp)
+    assert model.model.layers[1].mlp.up_proj.weight.is_meta
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS).logits, dense(IDS).logits)
+    state = dict(iter_dispatched_state(model))
+    assert set(state) == set(dense.state_dict())
+    for name, tensor in dense.state_dict().items():
+        assert torch.equal(state[name], tensor), name

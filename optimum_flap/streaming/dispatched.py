@@ -16,7 +16,13 @@ from contextlib import ExitStack, contextmanager
 
 import torch
 from accelerate.hooks import AlignDevicesHook, add_hook_to_module
-from accelerate.utils import align_module_device, has_offloaded_params, offload_weight, save_offload_index
+from accelerate.utils import (
+    OffloadedWeightsLoader,
+    align_module_device,
+    has_offloaded_params,
+    offload_weight,
+    save_offload_index,
+)
 from torch import nn
 
 from .checkpoint_reader import tied_weight_names
@@ -36,6 +42,9 @@ def _store(module: nn.Module, hook: AlignDevicesHook) -> None:
     written: dict[str, dict] = {}
     for name, tensor in _own_tensors(module).items():
         key = prefix + name
+        if not isinstance(loader, OffloadedWeightsLoader):  # a plain state dict (accelerate.cpu_offload)
+            loader[key] = tensor.detach().to("cpu").clone()
+            continue
         if key in loader.state_dict or loader.save_folder is None:
             loader.state_dict[key] = tensor.detach().to("cpu").clone()
         else:  # disk: accelerate's .dat format in the offload folder, never the original checkpoint
