@@ -1,0 +1,15 @@
+"""Pruning models larger than memory: read a checkpoint block by block and write one shard by shard."""
+
+from .checkpoint_reader import StreamedCheckpoint, checkpoint_weight_map, find_block_list, tied_weight_names
+from .checkpoint_writer import write_sharded_checkpoint
+from .dispatched import iter_dispatched_state, onloaded
+
+__all__ = [
+    "StreamedCheckpoint",
+    "checkpoint_weight_map",
+    "find_block_list",
+    "iter_dispatched_state",
+    "onloaded",
+    "tied_weight_names",
+    "write_sharded_checkpoint",
+]

@@ -1,0 +1,205 @@
+"""Open a local safetensors checkpoint lazily and materialise a decoder one block at a time.
+
+The model is built as a skeleton on the meta device (`accelerate.init_empty_weights`: parameters
+take no memory, buffers such as the rotary `inv_freq` are computed for real since they are never
+saved). The modules outside the decoder blocks (embeddings, final norm, lm_head) are read once;
+each block's tensors are read from the shards with `safetensors.safe_open` when `load_block` asks,
+and handed back to the meta device by `release_block`. A block changed in between (pruned) can be
+written to an offload folder in accelerate's format (`offload_block`); from then on it is read from
+there, with its new shapes, so the original checkpoint is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import init_empty_weights
+from accelerate.utils import load_offloaded_weight, offload_weight, save_offload_index, set_module_tensor_to_device
+from safetensors import safe_open
+from torch import nn
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def checkpoint_weight_map(path: str | os.PathLike) -> dict[str, Path]:
+    """Tensor name -> shard file of a local checkpoint, single-file or sharded (from the index)."""
+    directory = Path(path)
+    if (directory / INDEX_FILE).is_file():
+        weight_map = json.loads((directory / INDEX_FILE).read_text())["weight_map"]
+        return {name: directory / shard for name, shard in weight_map.items()}
+    if (directory / SINGLE_FILE).is_file():
+        with safe_open(directory / SINGLE_FILE, framework="pt") as handle:
+            return {name: directory / SINGLE_FILE for name in handle.keys()}
+    raise FileNotFoundError(
+        f"{directory} holds neither {SINGLE_FILE} nor {INDEX_FILE}; streaming needs a local safetensors checkpoint."
+    )
+
+
+def _state_names(module: nn.Module) -> list[str]:
+    """The names `module.state_dict()` would have: parameters and persistent buffers, without copying."""
+    return list(module.state_dict(keep_vars=True).keys())
+
+
+def tied_weight_names(model: nn.Module) -> set[str]:
+    """Tensors that share another's storage when the config ties them; checkpoints leave them out."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return set()
+    return set(getattr(model, "all_tied_weights_keys", None) or {})
+
+
+def find_block_list(model: nn.Module) -> str:
+    """The qualified name of the `nn.ModuleList` holding the decoder blocks (`"model.layers"` for Llama)."""
+    num_layers = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == num_layers:
+            return name
+    raise ValueError(f"{type(model).__name__} has no ModuleList of num_hidden_layers={num_layers} decoder blocks.")
+
+
+class StreamedCheckpoint:
+    """A causal LM whose weights stay in a local safetensors checkpoint until a block is needed.
+
+    Args:
+        path: directory with `config.json` and `model.safetensors` or sharded safetensors with
+            `model.safetensors.index.json`.
+        dtype: dtype of the materialised tensors; default the dtype stored in the checkpoint.
+        device: where `load_non_block` and `load_block` put tensors unless told otherwise.
+        offload_folder: where `offload_block` writes changed blocks (accelerate's `.dat` + index.json
+            format). Required only for `offload_block`.
+        model_config: a transformers config to use instead of the one in `path`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+        offload_folder: str | os.PathLike | None = None,
+        model_config: Any = None,
+    ) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        self.path = Path(path)
+        self.weight_map = checkpoint_weight_map(self.path)
+        self._files = ExitStack()
+        self._handles: dict[Path, Any] = {}
+        self.dtype = dtype or self._stored_dtype()
+        self.device = torch.device(device)
+        self.offload_folder = Path(offload_folder) if offload_folder is not None else None
+        self._offload_index: dict[str, dict[str, Any]] = {}
+        model_config = model_config if model_config is not None else AutoConfig.from_pretrained(self.path)
+        with init_empty_weights():  # buffers stay real: non-persistent ones (rotary) are computed here
+            self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.dtype).eval()
+        self.blocks_prefix = find_block_list(self.model)
+        self.blocks: nn.ModuleList = self.model.get_submodule(self.blocks_prefix)
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def _handle(self, file: Path) -> Any:
+        if file not in self._handles:
+            self._handles[file] = self._files.enter_context(safe_open(file, framework="pt", device="cpu"))
+        return self._handles[file]
+
+    def _stored_dtype(self) -> torch.dtype:
+        """The dtype of the first floating-point tensor in the checkpoint (read from its header only)."""
+        names = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+        for name, file in self.weight_map.items():
+            stored = self._handle(file).get_slice(name).get_dtype()
+            if stored in names:
+                return names[stored]
+        return torch.float32
+
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor, from the offload folder if its block was offloaded, else from the checkpoint."""
+        if name in self._offload_index:
+            return load_offloaded_weight(self.offload_folder / f"{name}.dat", self._offload_index[name])
+        if name not in self.weight_map:
+            raise KeyError(f"{name!r} is in the model but not in the checkpoint at {self.path}.")
+        return self._handle(self.weight_map[name]).get_tensor(name)
+
+    def _materialise(self, module: nn.Module, prefix: str, device: torch.device) -> None:
+        for local in _state_names(module):
+            set_module_tensor_to_device(module, local, device, value=self.read(prefix + local), dtype=self.dtype)
+
+    # -- the modules outside the blocks ---------------------------------------------------------------
+
+    def load_non_block(self, device: str | torch.device | None = None) -> None:
+        """Materialise everything outside the decoder blocks (embeddings, final norm, lm_head, rotary) on `device`."""
+        device = torch.device(device) if device is not None else self.device
+        tied = tied_weight_names(self.model)
+        block_prefix = self.blocks_prefix + "."
+        for name in _state_names(self.model):
+            if not name.startswith(block_prefix) and name not in tied:
+                set_module_tensor_to_device(self.model, name, device, value=self.read(name), dtype=self.dtype)
+        for name, buffer in self.model.named_buffers():  # computed ones (rotary), never in the checkpoint
+            if not name.startswith(block_prefix) and not buffer.is_meta:
+                set_module_tensor_to_device(self.model, name, device)
+        if tied:
+            self.model.tie_weights()
+
+    # -- one block at a time --------------------------------------------------------------------------
+
+    def _block(self, index: int) -> tuple[nn.Module, str]:
+        if not 0 <= index < len(self.blocks):
+            raise IndexError(f"block {index} does not exist; the model has {len(self.blocks)} blocks.")
+        return self.blocks[index], f"{self.blocks_prefix}.{index}."
+
+    def load_block(self, index: int, device: str | torch.device | None = None) -> nn.Module:
+        """Put block `index`'s real tensors into the model (on `device`) and return the block."""
+        block, prefix = self._block(index)
+        self._materialise(block, prefix, torch.device(device) if device is not None else self.device)
+        return block
+
+    def release_block(self, index: int) -> None:
+        """Return block `index`'s tensors to the meta device (their shapes are kept), freeing memory."""
+        block, _ = self._block(index)
+        for local in _state_names(block):
+            set_module_tensor_to_device(block, local, "meta")
+
+    def offload_block(self, index: int) -> None:
+        """Write block `index`'s current tensors (e.g. pruned) to the offload folder; later reads use them."""
+        if self.offload_folder is None:
+            raise ValueError("offload_block needs an offload_folder; pass offload_folder=DIR to StreamedCheckpoint.")
+        self.offload_folder.mkdir(parents=True, exist_ok=True)
+        block, prefix = self._block(index)
+        written: dict[str, dict[str, Any]] = {}
+        for local, tensor in block.state_dict().items():
+            if tensor.is_meta:
+                raise ValueError(f"block {index} is not loaded ({prefix}{local} is on the meta device).")
+            offload_weight(tensor, prefix + local, self.offload_folder, index=written)
+        save_offload_index(written, self.offload_folder)
+        self._offload_index.update(written)
+
+    # -- the whole model, tensor by tensor -----------------------------------------------------------
+
+    def iter_state(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every tensor of the model's current state dict, one at a time, in state-dict order.
+
+        Tensors come from the module where they are materialised, else from the offload folder or
+        the checkpoint; tied tensors are left out (as `save_pretrained` does). Feed this to
+        `write_sharded_checkpoint` to save without holding the whole model.
+        """
+        tied = tied_weight_names(self.model)
+        for name, tensor in self.model.state_dict(keep_vars=True).items():
+            if name in tied:
+                continue
+            yield name, (self.read(name).to(self.dtype) if tensor.is_meta else tensor.detach())
+
+    def close(self) -> None:
+        """Close the shard files (the memory maps of the checkpoint)."""
+        self._files.close()
+        self._handles.clear()
+
+    def __enter__(self) -> StreamedCheckpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
