@@ -31,6 +31,7 @@ from torch import nn
 from ..architectures import DecoderArchitecture, get_architecture
 from ..layout import LAYOUT_KEY, RECIPE_KEY, LayerLayout, PruningLayout
 from ..models import ModelFamily, get_family, register_auto_classes
+from .privacy import publishable_recipe
 from .target import check_output_dir, recover_swap, replace_directory
 
 #: config.json key naming which kind of checkpoint a directory holds
@@ -228,7 +229,7 @@ def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> Checkp
     base["head_dim"] = measured.head_dim
     extras = {
         LAYOUT_KEY: layout.to_dict(),
-        RECIPE_KEY: copy.deepcopy(getattr(config, RECIPE_KEY, None)),
+        RECIPE_KEY: publishable_recipe(copy.deepcopy(getattr(config, RECIPE_KEY, None))),  # no local paths
         DENSE_SIZES_KEY: dense,
     }
 

@@ -3,8 +3,9 @@
 Overwrite rule. `overwrite=True` replaces a directory only when nothing but a checkpoint would be
 lost: the directory is empty, or it holds a `config.json`, at least one weights file, and only files
 whose names a checkpoint writer produces (weights, configs, tokenizer files, the model card, the
-model code shipped from `optimum_flap.models`; see `CHECKPOINT_FILE_PATTERNS`). The current directory and its parents are never
-replaced. Anything else is refused with the name of one file that would have been lost.
+model code shipped from `optimum_flap.models`; see `CHECKPOINT_FILE_PATTERNS`). The current
+directory and its parents are never replaced. Anything else is refused with the name of one file
+that would have been lost.
 
 Swap. A new checkpoint is written to a staging directory next to the target, so replacing an old
 one takes two renames: target -> backup, staging -> target. A journal file
