@@ -143,6 +143,13 @@ def _calibration_ids(
         raise CalibrationDataError("A tokenizer is needed to calibrate on text; pass one or give token ids.")
     rng = random.Random(seed)
     if isinstance(dataset, str):
+        from .checkpoint.privacy import is_recorded_dataset
+
+        if is_recorded_dataset(dataset) and not os.path.isfile(dataset):
+            raise CalibrationDataError(
+                f"dataset={dataset!r} is how a checkpoint records a local calibration file (its name and "
+                "SHA-256), not a file to read; pass the path of that file (check its hash with sha256sum)."
+            )
         if dataset in LOCAL_ALTERNATIVES and not os.path.isfile(dataset):
             return _from_hub(dataset, tokenizer, num_samples, seq_len, rng)
         return _from_file(dataset, tokenizer, num_samples, seq_len, rng)
