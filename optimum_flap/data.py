@@ -93,19 +93,19 @@ def read_json_texts(path: str | os.PathLike[str], field: str = "text") -> list[s
     return [record[field] for _, record in records]
 
 
-def check_token_ids(ids: torch.Tensor, vocab_size: int) -> None:
+def check_token_ids(ids: torch.Tensor, vocab_size: int, purpose: str = "calibration") -> None:
     """Raise `CalibrationDataError` if a token id is negative or not below `vocab_size`.
 
-    Pre-tokenized calibration ids are used verbatim, so an id from another tokenizer would only
-    surface as an index error deep inside the embedding; call this where the model's vocabulary
-    size is known (before the first forward pass).
+    Pre-tokenized ids are used verbatim, so an id from another tokenizer would only surface as an
+    index error deep inside the embedding; call this where the model's vocabulary size is known
+    (before the first forward pass). `purpose` names the data in the message.
     """
     bad = (ids < 0) | (ids >= vocab_size)
     if bool(bad.any()):
         position = tuple(int(i) for i in bad.nonzero()[0])
         raise CalibrationDataError(
-            f"Calibration token id {int(ids[position])} at position {list(position)} is outside the model's "
-            f"vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids); tokenize the calibration text with "
+            f"{purpose.capitalize()} token id {int(ids[position])} at position {list(position)} is outside the "
+            f"model's vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids); tokenize the {purpose} text with "
             "this model's tokenizer."
         )
 

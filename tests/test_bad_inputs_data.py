@@ -119,6 +119,13 @@ def test_max_position_embeddings_itself_is_allowed(model, tok):
     assert result.seq_len == 64 and result.num_windows == 2 and result.perplexity > 1.0
 
 
+def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tok):
+    small = tiny_llama(40, seed=1, max_positions=64)  # the char tokenizer yields ids up to ~100
+    with pytest.raises(CalibrationDataError, match=r"Evaluation token id \d+ at position \[\d+\] is outside "
+                       r"the model's vocabulary \[0, 40\).*tokenize the evaluation text with this model's tokenizer"):
+        perplexity(small, tok, [TEXT], seq_len=8, progress=False)
+
+
 def test_evaluation_jsonl_without_text_names_line_and_field(tmp_path, model, tok):
     path = tmp_path / "eval.jsonl"
     path.write_text(json.dumps({"text": TEXT}) + "\n" + json.dumps({"body": "x"}) + "\n")
@@ -161,3 +168,17 @@ def test_crafted_data_directory_cannot_inject_yaml(tmp_path):
         for split, value in files.items():
             suffix = expected["dataset_kwargs"]["data_files"][split].split("}", 1)[1]
             assert value == os.fspath(crafted.resolve()) + suffix  # the directory name arrives verbatim
+
+
+def test_lm_eval_reads_the_documents_from_a_crafted_directory(tmp_path):
+    pytest.importorskip("lm_eval")
+    from optimum_flap.evaluation.data import data_dir
+    from optimum_flap.evaluation.zero_shot import load_tasks
+
+    crafted = tmp_path / PAYLOAD
+    (crafted / "boolq").mkdir(parents=True)
+    rows = (data_dir() / "zeroshot" / "boolq" / "dev.jsonl").read_text(encoding="utf-8").splitlines()[:3]
+    (crafted / "boolq" / "dev.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    task = load_tasks(["boolq"], data_dir=crafted)["boolq"]
+    assert task.config.task == "flap_boolq"
+    assert [doc["question"] for doc in task.eval_docs] == [json.loads(row)["question"] for row in rows]

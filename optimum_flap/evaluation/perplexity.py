@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data import read_json_texts, read_text_file
+from ..data import check_token_ids, read_json_texts, read_text_file
 from .data import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
 
 #: Hub dataset and config used when the local WikiText-2 file is not available
@@ -205,6 +205,9 @@ def perplexity(
     if not text.strip():
         raise ValueError(f"perplexity dataset {desc!r} holds no text (empty or whitespace only); give a text to score.")
     ids = tokenizer(text, return_tensors="pt").input_ids.view(-1)
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if _is_count(vocab_size):
+        check_token_ids(ids, vocab_size, purpose="evaluation")
     total = int(ids.numel())
     num_windows = total // seq_len
     if max_windows is not None:
