@@ -66,6 +66,12 @@ def test_overwrite_refuses_the_current_directory(tmp_path, monkeypatch, model):
         with pytest.raises(OutputDirectoryError, match="is the current directory or contains it"):
             save_pruned_model(model, target, overwrite=True)
     assert _hashes(tmp_path) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)  # an empty current directory would be moved away by the swap
+    with pytest.raises(OutputDirectoryError, match="Save to a new sub-directory"):
+        save_pruned_model(model, ".")
+    assert empty.is_dir() and Path.cwd() == empty.resolve()
 
 
 def test_overwrite_refuses_a_directory_with_other_files_naming_one(tmp_path, model, other):

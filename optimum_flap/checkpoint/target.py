@@ -4,7 +4,7 @@ Overwrite rule. `overwrite=True` replaces a directory only when nothing but a ch
 lost: the directory is empty, or it holds a `config.json`, at least one weights file, and only files
 whose names a checkpoint writer produces (weights, configs, tokenizer files, the model card, the
 model code shipped from `optimum_flap.models`; see `CHECKPOINT_FILE_PATTERNS`). The current
-directory and its parents are never replaced. Anything else is refused with the name of one file
+directory and its parents are never written to. Anything else is refused with the name of one file
 that would have been lost.
 
 Swap. A new checkpoint is written to a staging directory next to the target, so replacing an old
@@ -59,26 +59,28 @@ class OutputDirectoryError(FileExistsError):
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     """The absolute target directory for a save, after finishing any interrupted swap into it.
 
-    Raises `OutputDirectoryError` when `path` is a file, when it is a non-empty directory and
-    `overwrite` is False, or when `overwrite` is True but the directory is the current directory
-    (or one of its parents) or holds a file that is not part of a checkpoint.
+    Raises `OutputDirectoryError` when `path` is a file, the current directory or one of its
+    parents (a swap would move it away), a non-empty directory while `overwrite` is False, or a
+    directory holding a file that is not part of a checkpoint.
     """
     target = Path(path).expanduser().absolute()
     recover_swap(target)
     if target.exists() and not target.is_dir():
         raise OutputDirectoryError(f"{target} exists and is not a directory; choose a directory path.")
-    if not target.is_dir() or not any(target.iterdir()):
+    if not target.is_dir():
+        return target
+    cwd = Path.cwd().resolve()
+    if target.resolve() == cwd or target.resolve() in cwd.parents:  # moved aside by the swap, even if empty
+        raise OutputDirectoryError(
+            f"Refusing to write to {target}: it is the current directory or contains it. Save to a new "
+            "sub-directory instead, e.g. ./pruned-model."
+        )
+    if not any(target.iterdir()):
         return target
     if not overwrite:
         raise OutputDirectoryError(
             f"{target} is not empty; refusing to overwrite it. Pass overwrite=True to replace the checkpoint "
             "it holds, or choose another directory."
-        )
-    cwd = Path.cwd().resolve()
-    if target.resolve() == cwd or target.resolve() in cwd.parents:
-        raise OutputDirectoryError(
-            f"Refusing to overwrite {target}: it is the current directory or contains it. Save to a new "
-            "sub-directory instead, e.g. ./pruned-model."
         )
     foreign = _first_foreign_entry(target)
     if foreign is not None:
