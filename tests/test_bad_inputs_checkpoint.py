@@ -221,11 +221,16 @@ def test_replace_directory_into_a_new_target_needs_no_journal(tmp_path):
 # --------------------------------------------------------------------------- loading bad checkpoints
 
 
-def test_load_missing_directory_names_it(tmp_path):
+def test_load_missing_directory_names_it(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail at once, no network wait
     with pytest.raises(FileNotFoundError, match=f"No checkpoint directory at {tmp_path / 'absent'}"):
         load_pruned_model(tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match="No checkpoint directory at absent-dir"):
         load_pruned_model("absent-dir")
+    with pytest.raises(OSError, match="out/absent is not a local directory and could not be loaded from the Hub"):
+        load_pruned_model("out/absent")  # could be a Hub id; offline the Hub refuses it
 
 
 def test_load_directory_without_config_names_it(tmp_path):

@@ -397,13 +397,21 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
 
     register_auto_classes()
     kwargs.setdefault("dtype", "auto")
-    if _is_local(path):
+    local = _is_local(path)
+    if local:
         _check_local_checkpoint(Path(path).expanduser())
-    if not strict or kwargs.get("output_loading_info"):
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    model, info = AutoModelForCausalLM.from_pretrained(
-        path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-    )
+    check = strict and not kwargs.get("output_loading_info")  # a caller asking for the report reads it itself
+    if check:
+        kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        if local:
+            raise
+        raise OSError(f"{path} is not a local directory and could not be loaded from the Hub: {err}") from err
+    if not check:
+        return loaded
+    model, info = loaded
     problems = [f"mismatched tensor {key}: weights {list(saved)}, config implies {list(expected)}"
                 for key, saved, expected in sorted(info.get("mismatched_keys") or ())]
     problems += [f"{kind} tensor {key}" for kind in ("missing", "unexpected")
