@@ -93,7 +93,10 @@ def test_overwrite_refuses_a_config_without_weights(tmp_path):
     target.mkdir()
     (target / "config.json").write_text("{}")
     (target / "README.md").write_text("card")
-    with pytest.raises(OutputDirectoryError, match=r"holds 'config\.json'"):
+    with pytest.raises(OutputDirectoryError, match=r"config\.json but no weights file.*'config\.json' would be"):
+        check_output_dir(target, overwrite=True)
+    (target / "config.json").unlink()
+    with pytest.raises(OutputDirectoryError, match=r"holds no config\.json.*'README\.md' would be deleted"):
         check_output_dir(target, overwrite=True)
     assert check_output_dir(tmp_path / "new", overwrite=False) == tmp_path / "new"
 

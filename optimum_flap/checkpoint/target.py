@@ -82,27 +82,26 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
             f"{target} is not empty; refusing to overwrite it. Pass overwrite=True to replace the checkpoint "
             "it holds, or choose another directory."
         )
-    foreign = _first_foreign_entry(target)
-    if foreign is not None:
+    reason = _not_a_checkpoint(target)
+    if reason is not None:
         raise OutputDirectoryError(
-            f"Refusing to overwrite {target}: it holds {foreign.name!r}, which is not part of a checkpoint and "
-            "would be deleted. overwrite=True only replaces an empty directory or a checkpoint (config.json, "
-            "weights, tokenizer and card files); move that file or choose another directory."
+            f"Refusing to overwrite {target}: {reason}. overwrite=True only replaces an empty directory or a "
+            "checkpoint (config.json, weights, tokenizer and card files); move that file or choose another directory."
         )
     return target
 
 
-def _first_foreign_entry(directory: Path) -> Path | None:
-    """The first entry (sorted) that is not a checkpoint file; the config.json itself if weights are missing."""
+def _not_a_checkpoint(directory: Path) -> str | None:
+    """Why replacing `directory` could lose something that is not a checkpoint (naming a file), or None."""
     entries = sorted(directory.iterdir())
     for entry in entries:
         if not entry.is_file() or entry.is_symlink() or not _matches(entry.name, CHECKPOINT_FILE_PATTERNS):
-            return entry
+            return f"it holds {entry.name!r}, which is not part of a checkpoint and would be deleted"
     names = [entry.name for entry in entries]
     if "config.json" not in names:
-        return entries[0]
+        return f"it holds no config.json, so it is not a checkpoint, and {names[0]!r} would be deleted"
     if not any(_matches(name, WEIGHT_FILE_PATTERNS) for name in names):
-        return directory / "config.json"
+        return "it holds a config.json but no weights file, so it is not a checkpoint ('config.json' would be deleted)"
     return None
 
 
