@@ -59,17 +59,18 @@ def read_json_texts(path: str | os.PathLike[str], field: str = "text") -> list[s
     """The string `field` of every record of a `.jsonl` (one object per line) or `.json` file.
 
     Malformed JSON, a record that is not an object, or a missing or non-string `field` is an error
-    naming the file, the 1-based line and the field.
+    naming the file, the field and where: the 1-based line (`.jsonl`, and JSON syntax errors) or the
+    1-based record number (a record of a `.json` array).
     """
     name = os.fspath(path)
     text = read_text_file(path)
-    records: list[tuple[int, Any]] = []
+    records: list[tuple[str, Any]] = []
     if name.lower().endswith(".jsonl"):
         for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
-                records.append((lineno, json.loads(line)))
+                records.append((f"line {lineno}", json.loads(line)))
             except json.JSONDecodeError as err:
                 raise DataFileError(
                     f"{name!r}, line {lineno}: not valid JSON ({err.msg}); a .jsonl file holds one JSON object "
@@ -80,14 +81,20 @@ def read_json_texts(path: str | os.PathLike[str], field: str = "text") -> list[s
             loaded = json.loads(text)
         except json.JSONDecodeError as err:
             raise DataFileError(f"{name!r}, line {err.lineno}: not valid JSON ({err.msg}).") from None
-        records = [(1, item) for item in (loaded if isinstance(loaded, list) else [loaded])]
+        items = loaded if isinstance(loaded, list) else [loaded]
+        records = [(f"record {index}", item) for index, item in enumerate(items, start=1)]
     if not records:
         raise DataFileError(f"{name!r} holds no records; every record must be an object with a string {field!r} field.")
-    for lineno, record in records:
+    for where, record in records:
         if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            found = sorted(record) if isinstance(record, dict) else type(record).__name__
+            if not isinstance(record, dict):
+                found = f"a JSON {type(record).__name__}"
+            elif field in record:
+                found = f"{field!r} of type {type(record[field]).__name__}"
+            else:
+                found = f"the fields {sorted(record)}"
             raise DataFileError(
-                f"{name!r}, line {lineno}: every record must be an object with a string {field!r} field; "
+                f"{name!r}, {where}: every record must be an object with a string {field!r} field; "
                 f"found {found}."
             )
     return [record[field] for _, record in records]

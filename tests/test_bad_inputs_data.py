@@ -56,7 +56,14 @@ def test_malformed_jsonl_names_the_line_counting_blank_lines(tmp_path, tok):
 def test_jsonl_record_without_text_names_file_line_and_field(tmp_path, tok):
     path = tmp_path / "docs.jsonl"
     path.write_text(json.dumps({"text": TEXT}) + "\n" + json.dumps({"content": TEXT}) + "\n")
-    with pytest.raises(DataFileError, match=r"docs\.jsonl', line 2: .*string 'text' field; found \['content'\]"):
+    with pytest.raises(DataFileError, match=r"docs\.jsonl', line 2: .*'text' field; found the fields \['content'\]"):
+        load_calibration_ids(str(path), tok, 1, 4, seed=0)
+
+
+def test_json_array_record_without_text_names_the_record(tmp_path, tok):
+    path = tmp_path / "docs.json"
+    path.write_text(json.dumps([{"text": TEXT}, {"text": TEXT}, {"text": 3}], indent=2))
+    with pytest.raises(DataFileError, match=r"docs\.json', record 3: .*string 'text' field; found 'text' of type int"):
         load_calibration_ids(str(path), tok, 1, 4, seed=0)
 
 
@@ -129,7 +136,7 @@ def test_tokenizer_larger_than_the_model_vocabulary_is_refused(tok):
 def test_evaluation_jsonl_without_text_names_line_and_field(tmp_path, model, tok):
     path = tmp_path / "eval.jsonl"
     path.write_text(json.dumps({"text": TEXT}) + "\n" + json.dumps({"body": "x"}) + "\n")
-    with pytest.raises(DataFileError, match=r"eval\.jsonl', line 2: .*string 'text' field; found \['body'\]"):
+    with pytest.raises(DataFileError, match=r"eval\.jsonl', line 2: .*'text' field; found the fields \['body'\]"):
         perplexity(model, tok, str(path), seq_len=8, progress=False)
 
 
