@@ -16,6 +16,7 @@ import json
 import os
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,14 +33,115 @@ class CalibrationDataError(ValueError):
     """The calibration data cannot provide what the config asks for."""
 
 
+class DataFileError(CalibrationDataError):
+    """A calibration or evaluation file cannot be read: the message names the file, the line and the fix."""
+
+
+def read_text_file(path: str | os.PathLike[str]) -> str:
+    """The UTF-8 text of `path` with universal newlines (`"\\r\\n"` and `"\\r"` become `"\\n"`).
+
+    An undecodable byte is reported with the file and its 1-based line number, not as Python's
+    byte offset deep inside a codec traceback.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataFileError(
+            f"{os.fspath(path)!r}, line {line}: byte {raw[err.start]:#04x} is not valid UTF-8; "
+            "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)."
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_json_texts(path: str | os.PathLike[str], field: str = "text") -> list[str]:
+    """The string `field` of every record of a `.jsonl` (one object per line) or `.json` file.
+
+    Malformed JSON, a record that is not an object, or a missing or non-string `field` is an error
+    naming the file, the field and where: the 1-based line (`.jsonl`, and JSON syntax errors) or the
+    1-based record number (a record of a `.json` array).
+    """
+    name = os.fspath(path)
+    text = read_text_file(path)
+    records: list[tuple[str, Any]] = []
+    if name.lower().endswith(".jsonl"):
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((f"line {lineno}", json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DataFileError(
+                    f"{name!r}, line {lineno}: not valid JSON ({err.msg}); a .jsonl file holds one JSON object "
+                    f"per line, e.g. {{\"{field}\": \"...\"}}."
+                ) from None
+    else:
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{name!r}, line {err.lineno}: not valid JSON ({err.msg}).") from None
+        items = loaded if isinstance(loaded, list) else [loaded]
+        records = [(f"record {index}", item) for index, item in enumerate(items, start=1)]
+    if not records:
+        raise DataFileError(f"{name!r} holds no records; every record must be an object with a string {field!r} field.")
+    for where, record in records:
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            if not isinstance(record, dict):
+                found = f"a JSON {type(record).__name__}"
+            elif field in record:
+                found = f"{field!r} of type {type(record[field]).__name__}"
+            else:
+                found = f"the fields {sorted(record)}"
+            raise DataFileError(
+                f"{name!r}, {where}: every record must be an object with a string {field!r} field; "
+                f"found {found}."
+            )
+    return [record[field] for _, record in records]
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int, purpose: str = "calibration") -> None:
+    """Raise `CalibrationDataError` if a token id is negative or not below `vocab_size`.
+
+    Pre-tokenized ids are used verbatim, so an id from another tokenizer would only surface as an
+    index error deep inside the embedding; call this where the model's vocabulary size is known
+    (before the first forward pass). `purpose` names the data in the message.
+    """
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bool(bad.any()):
+        position = tuple(int(i) for i in bad.nonzero()[0])
+        raise CalibrationDataError(
+            f"{purpose.capitalize()} token id {int(ids[position])} at position {list(position)} is outside the "
+            f"model's vocabulary [0, {vocab_size}) ({int(bad.sum())} such ids); tokenize the {purpose} text with "
+            "this model's tokenizer."
+        )
+
+
 def load_calibration_ids(
     dataset: str | Sequence[str] | Sequence[Sequence[int]] | torch.Tensor,
     tokenizer: Any,
     num_samples: int,
     seq_len: int,
     seed: int,
+    vocab_size: int | None = None,
 ) -> torch.LongTensor:
-    """The calibration batch for `dataset`, shape `[num_samples, seq_len]` (verbatim for token ids)."""
+    """The calibration batch for `dataset`, shape `[num_samples, seq_len]` (verbatim for token ids).
+
+    With `vocab_size` (the model's `config.vocab_size`) every id is checked by `check_token_ids`.
+    """
+    ids = _calibration_ids(dataset, tokenizer, num_samples, seq_len, seed)
+    if vocab_size is not None:
+        check_token_ids(ids, vocab_size)
+    return ids
+
+
+def _calibration_ids(
+    dataset: str | Sequence[str] | Sequence[Sequence[int]] | torch.Tensor,
+    tokenizer: Any,
+    num_samples: int,
+    seq_len: int,
+    seed: int,
+) -> torch.LongTensor:
     if isinstance(dataset, torch.Tensor) or (
         not isinstance(dataset, str) and len(dataset) > 0 and not isinstance(dataset[0], str)
     ):
@@ -48,6 +150,13 @@ def load_calibration_ids(
         raise CalibrationDataError("A tokenizer is needed to calibrate on text; pass one or give token ids.")
     rng = random.Random(seed)
     if isinstance(dataset, str):
+        from .privacy import is_recorded_dataset
+
+        if is_recorded_dataset(dataset) and not os.path.isfile(dataset):
+            raise CalibrationDataError(
+                f"dataset={dataset!r} is how a checkpoint records a local calibration file (its name and "
+                "SHA-256), not a file to read; pass the path of that file (check its hash with sha256sum)."
+            )
         if dataset in LOCAL_ALTERNATIVES and not os.path.isfile(dataset):
             return _from_hub(dataset, tokenizer, num_samples, seq_len, rng)
         return _from_file(dataset, tokenizer, num_samples, seq_len, rng)
@@ -115,28 +224,15 @@ def _from_file(
 ) -> torch.LongTensor:
     suffix = os.path.splitext(path)[1].lower()
     if suffix in STREAM_SUFFIXES:
-        with open(path, encoding="utf-8") as f:
-            text = "\n\n".join(line.strip() for line in f if line.strip())
+        text = "\n\n".join(line.strip() for line in read_text_file(path).split("\n") if line.strip())
         return sample_stream(_tokenize_stream(text, tokenizer), num_samples, seq_len, rng)
     if suffix in DOCUMENT_SUFFIXES:
-        texts = _read_json_texts(path)
+        texts = read_json_texts(path)
         return sample_documents(_tokenize_documents(texts, tokenizer), num_samples, seq_len, rng)
     raise CalibrationDataError(
         f"Unsupported calibration file {path!r}; allowed suffixes: "
         f"{', '.join(STREAM_SUFFIXES + DOCUMENT_SUFFIXES)}."
     )
-
-
-def _read_json_texts(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        if path.lower().endswith(".jsonl"):
-            records = [json.loads(line) for line in f if line.strip()]
-        else:
-            loaded = json.load(f)
-            records = loaded if isinstance(loaded, list) else [loaded]
-    if not records or not all(isinstance(r, dict) and isinstance(r.get("text"), str) for r in records):
-        raise CalibrationDataError(f"Every record of {path!r} must be an object with a string 'text' field.")
-    return [r["text"] for r in records]
 
 
 def _from_hub(name: str, tokenizer: Any, num_samples: int, seq_len: int, rng: random.Random) -> torch.LongTensor:

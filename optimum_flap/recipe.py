@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from .privacy import is_recorded_dataset
+
 NAMED_DATASETS = ("wikitext2", "c4")
 
 
@@ -36,7 +38,8 @@ class Recipe:
         """`dataset` must be a named dataset, an existing file, texts or token ids (see `optimum_flap.data`)."""
         dataset = self.dataset
         if isinstance(dataset, str):
-            if dataset in NAMED_DATASETS or os.path.isfile(dataset):
+            # a recipe read back from a checkpoint names its calibration file by name and hash
+            if dataset in NAMED_DATASETS or os.path.isfile(dataset) or is_recorded_dataset(dataset):
                 return
             raise self._fail(
                 "dataset", dataset,

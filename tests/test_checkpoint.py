@@ -281,8 +281,11 @@ def test_refuses_non_empty_directory(tmp_path):
         save_pruned_model(model, tmp_path / "file")
     (target / "stale.txt").write_text("old")
     other = ckpt_make_pruned(ckpt_tiny_model("llama", seed=1), _layers("uniform", 2))
+    with pytest.raises(FileExistsError, match="holds 'stale.txt', which is not part of a checkpoint"):
+        save_pruned_model(other, target, overwrite=True)  # a file we did not write is never deleted
+    assert (target / "stale.txt").read_text() == "old"
+    (target / "stale.txt").unlink()
     save_pruned_model(other, target, overwrite=True)
-    assert not (target / "stale.txt").exists()
     torch.testing.assert_close(_logits(load_pruned_model(target)), _logits(other), atol=1e-5, rtol=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "file"]  # no staging or backup left
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -73,14 +74,16 @@ def test_round_trip_dict_and_json(tmp_path):
 
 
 def test_recipe_round_trips_through_a_pruned_checkpoint(tmp_path):
-    """The checkpoint's `pruning_config` is exactly the recipe, so `FlapConfig.from_pretrained` reads it back."""
+    """The checkpoint's `pruning_config` is the recipe, the local calibration file recorded by name and SHA-256."""
     calib = tmp_path / "calib.txt"
     calib.write_text(" ".join(f"w{i % 50}" for i in range(4000)))
     config = FlapConfig(pruning_ratio=0.3, dataset=str(calib), num_samples=4, seq_len=16, batch_size=2)
     pruner = FlapPruner(config)
     pruner.prune_model(tiny_model("llama-gqa"), char_tokenizer())
     pruner.save_pretrained(tmp_path / "pruned")
-    assert FlapConfig.from_pretrained(tmp_path / "pruned") == config
+    read = FlapConfig.from_pretrained(tmp_path / "pruned")
+    assert read.dataset == f"calib.txt@sha256:{hashlib.sha256(calib.read_bytes()).hexdigest()}"
+    assert {**read.to_dict(), "dataset": str(calib)} == config.to_dict()
 
 
 def test_bias_compensation_defaults_per_method():

@@ -19,6 +19,7 @@ from ..accounting import (
 )
 from ..architectures import get_architecture
 from ..layout import RECIPE_KEY
+from ..privacy import publishable_model_name
 
 if TYPE_CHECKING:
     from .save import CheckpointPlan
@@ -107,7 +108,8 @@ def build_model_card(
         pipeline_tag="text-generation",
     )
     name = repo_id or "path/to/this/checkpoint"
-    source = f"[`{hub_base}`](https://huggingface.co/{hub_base})" if hub_base else f"`{base_model or 'a dense model'}`"
+    local_name = publishable_model_name(base_model)  # a local directory is named, its path is not published
+    source = f"[`{hub_base}`](https://huggingface.co/{hub_base})" if hub_base else f"`{local_name or 'a dense model'}`"
     ratio = stats["achieved_ratio"]
     what = ("Weights were set to zero in place (the tensors keep their dense shapes);" if plan.sparsity is not None
             else "Attention heads and MLP channels were removed;")

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ from ..architectures import (
 )
 from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
 from ..models import register_auto_classes
+from ..privacy import publishable_recipe
+from .target import check_output_dir, recover_swap, replace_directory
 
 #: config.json key naming which kind of checkpoint a directory holds
 FORMAT_KEY = "checkpoint_format"
@@ -193,6 +195,10 @@ def _base_config_dict(config: Any) -> dict[str, Any]:
     data = config.to_dict()
     for key in _FORM_KEYS:
         data.pop(key, None)
+    # from_pretrained(gguf_file=...) records a GgufConfig (with the local .gguf path) although the
+    # weights it hands over are dequantized floats; saved, it would mark the checkpoint as quantized.
+    if (data.get("quantization_config") or {}).get("quant_method") == "gguf":
+        del data["quantization_config"]
     return data
 
 
@@ -241,7 +247,7 @@ def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> Checkp
     base["head_dim"] = measured.head_dim
     extras = {
         LAYOUT_KEY: layout.to_dict(),
-        RECIPE_KEY: copy.deepcopy(getattr(config, RECIPE_KEY, None)),
+        RECIPE_KEY: publishable_recipe(copy.deepcopy(getattr(config, RECIPE_KEY, None))),  # no local paths
         DENSE_SIZES_KEY: dense,
     }
     sparsity = None
@@ -334,28 +340,12 @@ def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory.")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{target} is not empty; refusing to overwrite it. Pass overwrite=True to replace its contents, "
-            "or choose another directory."
-        )
+    check_output_dir(target, overwrite)
 
 
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
-    _check_target(target, overwrite)
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    backup = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
-    os.replace(target, backup)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        os.replace(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+    check_output_dir(target, overwrite)
+    replace_directory(staging, target)
 
 
 def save_pruned_model(
@@ -416,13 +406,72 @@ def _name_or_path(model: nn.Module) -> str | None:
     return getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None
 
 
-def load_pruned_model(path: str | os.PathLike, **kwargs: Any) -> nn.Module:
+def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs: Any) -> nn.Module:
     """Load a checkpoint written by `save_pretrained` (either kind), in the dtype it was saved in.
 
+    A local directory is checked first: it must exist, an interrupted overwrite of it is finished
+    (see `checkpoint.target`), and every safetensors file must be readable. With `strict` (the
+    default) a config that does not match the weights (a missing, unexpected or differently shaped
+    tensor) is a `CheckpointError` naming the tensor, instead of a model with re-initialised weights.
     Keyword arguments go to `AutoModelForCausalLM.from_pretrained` (`device_map`, `dtype`, ...).
     """
     from transformers import AutoModelForCausalLM
 
     register_auto_classes()
     kwargs.setdefault("dtype", "auto")
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    local = _is_local(path)
+    if local:
+        _check_local_checkpoint(Path(path).expanduser())
+    check = strict and not kwargs.get("output_loading_info")  # a caller asking for the report reads it itself
+    if check:
+        kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        if local:
+            raise
+        raise OSError(f"{path} is not a local directory and could not be loaded from the Hub: {err}") from err
+    if not check:
+        return loaded
+    model, info = loaded
+    problems = [f"mismatched tensor {key}: weights {list(saved)}, config implies {list(expected)}"
+                for key, saved, expected in sorted(info.get("mismatched_keys") or ())]
+    problems += [f"{kind} tensor {key}" for kind in ("missing", "unexpected")
+                 for key in sorted(info.get(f"{kind}_keys") or ())]
+    if problems:
+        raise CheckpointError(
+            f"{path}: config.json does not match the weights ({len(problems)} tensors), e.g. {problems[0]}. "
+            "Restore the config.json saved with these weights, or pass strict=False to accept re-initialised "
+            "tensors."
+        )
+    return model
+
+
+def _is_local(path: str | os.PathLike) -> bool:
+    """A path meant as a local directory rather than a Hub repo id (`org/name`)."""
+    text = os.fspath(path)
+    if isinstance(path, Path) or os.path.exists(text) or text.startswith((".", "~", os.sep)):
+        return True
+    return not re.fullmatch(r"[\w.-]+/[\w.-]+", text)
+
+
+def _check_local_checkpoint(directory: Path) -> None:
+    """Fail early, naming the directory or file, on what transformers reports with a deep traceback."""
+    recover_swap(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"No checkpoint directory at {directory}; give the directory a save wrote (or a Hub id, org/name)."
+        )
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory} holds no config.json, so it is not a checkpoint directory.")
+    from safetensors import SafetensorError, safe_open
+
+    for weights in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt") as f:
+                f.keys()
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(
+                f"{weights} is not a readable safetensors file ({err}); it is truncated or corrupt. "
+                "Save the checkpoint again or restore this file."
+            ) from None

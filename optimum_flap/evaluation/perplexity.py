@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..data import check_token_ids, read_json_texts, read_text_file
 from .data import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
 
 #: Hub dataset and config used when the local WikiText-2 file is not available
@@ -93,12 +94,11 @@ def read_text_rows(path: str | os.PathLike[str]) -> list[str]:
     """
     path = Path(path)
     if path.suffix == ".jsonl":
-        import json
-
-        with path.open(encoding="utf-8") as fh:
-            return [json.loads(line)["text"] for line in fh if line.strip()]
-    with path.open(encoding="utf-8") as fh:  # newline=None: "\r\n" and "\r" arrive as "\n"
-        return [line if line.strip() else "" for line in fh]
+        return read_json_texts(path)
+    text = read_text_file(path)  # "\r\n" and "\r" arrive as "\n"; bad bytes name the file and line
+    pieces = text.split("\n")
+    lines = [piece + "\n" for piece in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+    return [line if line.strip() else "" for line in lines]
 
 
 def join_rows(rows: Sequence[str]) -> str:
@@ -130,6 +130,28 @@ def _resolve_dataset(
     if not all(isinstance(r, str) for r in rows):
         raise TypeError("dataset must be 'wikitext2', a path, or a sequence of strings")
     return join_rows(rows), "texts"
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_settings(model: nn.Module, seq_len: int, max_windows: int | None, batch_size: int) -> None:
+    """Refuse settings that would give no number, a meaningless one, or exhaust memory, before any work."""
+    if not _is_count(seq_len) or seq_len < 2:
+        raise ValueError(
+            f"seq_len={seq_len!r} is invalid; it must be an int >= 2 (one token of context, one to predict)."
+        )
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if _is_count(limit) and seq_len > limit:
+        raise ValueError(
+            f"seq_len={seq_len} exceeds the model's max_position_embeddings={limit}; positions beyond it were "
+            f"never trained. Use seq_len <= {limit}."
+        )
+    if max_windows is not None and (not _is_count(max_windows) or max_windows < 1):
+        raise ValueError(f"max_windows={max_windows!r} is invalid; it must be None (all windows) or an int >= 1.")
+    if not _is_count(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid; it must be an int >= 1 (windows per forward pass).")
 
 
 @torch.inference_mode()
@@ -178,14 +200,18 @@ def perplexity(
     Returns:
         A :class:`PerplexityResult` holding the value and the protocol.
     """
-    if seq_len < 2:
-        raise ValueError("seq_len must be at least 2 (one token of context, one to predict)")
+    _check_settings(model, seq_len, max_windows, batch_size)
     text, desc = _resolve_dataset(dataset)
+    if not text.strip():
+        raise ValueError(f"perplexity dataset {desc!r} holds no text (empty or whitespace only); give a text to score.")
     ids = tokenizer(text, return_tensors="pt").input_ids.view(-1)
+    vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+    if _is_count(vocab_size):
+        check_token_ids(ids, vocab_size, purpose="evaluation")
     total = int(ids.numel())
     num_windows = total // seq_len
     if max_windows is not None:
-        num_windows = min(num_windows, int(max_windows))
+        num_windows = min(num_windows, max_windows)
     if num_windows < 1:
         raise ValueError(f"the text has {total} tokens, fewer than one window of seq_len={seq_len}")
     windows = ids[: num_windows * seq_len].view(num_windows, seq_len)

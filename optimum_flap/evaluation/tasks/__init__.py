@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 #: the placeholder in the YAML files replaced by the absolute zero-shot data directory
 PLACEHOLDER = "${OPTIMUM_FLAP_ZEROSHOT_DIR}"
@@ -61,14 +64,45 @@ def missing_files(zeroshot_dir: str | os.PathLike[str], tasks: list[str]) -> lis
     return [root / f for t in tasks for f in TASK_FILES[canonical_name(t)] if not (root / f).is_file()]
 
 
+class _FunctionRef(str):
+    """The dotted name behind a ``!function`` tag, kept as a tag when the YAML is written back."""
+
+
+class _TaskLoader(yaml.SafeLoader):
+    """Safe loader that reads lm-eval's ``!function`` tag as a :class:`_FunctionRef`, nothing else."""
+
+
+class _TaskDumper(yaml.SafeDumper):
+    """Safe dumper that writes a :class:`_FunctionRef` back as ``!function``; every string is quoted as needed."""
+
+
+_TaskLoader.add_constructor("!function", lambda loader, node: _FunctionRef(loader.construct_scalar(node)))
+_TaskDumper.add_representer(_FunctionRef, lambda dumper, ref: dumper.represent_scalar("!function", str(ref)))
+
+
+def _fill_placeholder(value: Any, root: str) -> Any:
+    """Replace the placeholder in every plain string of a loaded task (tags and keys stay as they are)."""
+    if isinstance(value, dict):
+        return {key: _fill_placeholder(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fill_placeholder(item, root) for item in value]
+    if isinstance(value, str) and not isinstance(value, _FunctionRef):
+        return value.replace(PLACEHOLDER, root)
+    return value
+
+
 def render_tasks(zeroshot_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
     """Write the task YAML files into ``out_dir`` with the data directory filled in.
 
+    The templates are parsed and written back with a YAML library, so the directory name is always
+    one quoted string value: quotes, newlines or ``!function`` in it cannot add keys or tags.
     Returns ``out_dir``, ready for ``lm_eval.tasks.TaskManager(include_path=out_dir)``.
     """
     root = str(Path(zeroshot_dir).expanduser().resolve())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for src in sorted(TASKS_DIR.glob("*.yaml")):
-        (out / src.name).write_text(src.read_text(encoding="utf-8").replace(PLACEHOLDER, root), encoding="utf-8")
+        task = yaml.load(src.read_text(encoding="utf-8"), Loader=_TaskLoader)  # noqa: S506 - safe loader subclass
+        text = yaml.dump(_fill_placeholder(task, root), Dumper=_TaskDumper, sort_keys=False, allow_unicode=True)
+        (out / src.name).write_text(text, encoding="utf-8")
     return out
