@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from .privacy import is_recorded_dataset
+
 STREAM_SUFFIXES = (".txt", ".raw", ".tokens")
 DOCUMENT_SUFFIXES = (".jsonl", ".json")
 LOCAL_ALTERNATIVES = {
@@ -150,8 +152,6 @@ def _calibration_ids(
         raise CalibrationDataError("A tokenizer is needed to calibrate on text; pass one or give token ids.")
     rng = random.Random(seed)
     if isinstance(dataset, str):
-        from .privacy import is_recorded_dataset
-
         if is_recorded_dataset(dataset) and not os.path.isfile(dataset):
             raise CalibrationDataError(
                 f"dataset={dataset!r} is how a checkpoint records a local calibration file (its name and "
