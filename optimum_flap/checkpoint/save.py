@@ -31,6 +31,7 @@ from torch import nn
 from ..architectures import DecoderArchitecture, get_architecture
 from ..layout import LAYOUT_KEY, RECIPE_KEY, LayerLayout, PruningLayout
 from ..models import ModelFamily, get_family, register_auto_classes
+from .target import check_output_dir
 
 #: config.json key naming which kind of checkpoint a directory holds
 FORMAT_KEY = "checkpoint_format"
@@ -311,18 +312,8 @@ def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
     return export
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory.")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{target} is not empty; refusing to overwrite it. Pass overwrite=True to replace its contents, "
-            "or choose another directory."
-        )
-
-
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
-    _check_target(target, overwrite)
+    check_output_dir(target, overwrite)
     if not target.exists():
         os.replace(staging, target)
         return
@@ -365,8 +356,7 @@ def save_pruned_model(
     Returns:
         The `CheckpointPlan` that was written (its `checkpoint_format` says which kind).
     """
-    target = Path(save_directory).expanduser().absolute()
-    _check_target(target, overwrite)
+    target = check_output_dir(save_directory, overwrite)
     plan = plan_checkpoint(model, checkpoint_format)
     export = _export_model(model, plan)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -177,23 +177,16 @@ def resolve_model(model: str | None, gguf: str | None) -> str:
         stem = os.path.splitext(os.path.basename(gguf))[0]
         target = os.path.join(cache, "gguf", f"{stem}-{os.path.getsize(gguf)}")
         if not os.path.isfile(os.path.join(target, "config.json")):
-            _status(f"converting {gguf} to a float32 checkpoint in {target} (once)")
-            gguf_to_checkpoint(gguf, target)
+            gguf_to_checkpoint(gguf, target)  # announces itself on stderr
         return target
     assert model is not None
     if model.lower() == SMOLLM2_ALIAS:
         from ..utils.gguf import smollm2_checkpoint
 
         return smollm2_checkpoint()
-    expanded = os.path.expanduser(model)
-    if os.path.exists(expanded):
-        if not os.path.isfile(os.path.join(expanded, "config.json")):
-            raise CLIError(f"{model} has no config.json: not a model checkpoint directory")
-        return expanded
-    # a Hub id is "name" or "org/name"; anything else that does not exist is a mistyped local path
-    if os.path.isabs(expanded) or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model:
-        raise CLIError(f"model directory not found: {model}")
-    return model  # a Hub id; transformers reports whether it exists
+    from ..utils.model_ref import resolve_model_reference
+
+    return resolve_model_reference(model)
 
 
 def _torch_dtype(name: str) -> Any:
@@ -215,18 +208,12 @@ def _build_config(args: argparse.Namespace) -> Any:
     return FlapConfig(**{k: v for k, v in fields.items() if v is not None})
 
 
-def _check_output(path: str, overwrite: bool) -> None:
-    """Fail before the (long) pruning run, not after it, when the result could not be saved."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise CLIError(f"--output {path} exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise CLIError(f"--output {path} is not empty; pass --overwrite to replace it")
-
-
 def run_prune(args: argparse.Namespace) -> int:
     """Load, calibrate, prune, save; print the report."""
     config = _build_config(args)  # validates the recipe before anything is loaded
-    _check_output(args.output, args.overwrite)
+    from ..checkpoint.target import check_output_dir
+
+    check_output_dir(args.output, args.overwrite)  # before the (long) pruning run, not after it
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
