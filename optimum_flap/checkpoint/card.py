@@ -59,6 +59,19 @@ def _hub_id(base_model: str | None) -> str | None:
     return None
 
 
+def _recipe_as_used(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe with `bias_compensation` resolved: `None` only means "the method's default", so show that value."""
+    if "bias_compensation" not in recipe or recipe["bias_compensation"] is not None:
+        return recipe
+    from ..configuration import FlapConfig
+
+    try:
+        used = FlapConfig.from_dict(recipe).use_bias_compensation
+    except (TypeError, ValueError):  # a recipe this version cannot rebuild: show it as stored
+        return recipe
+    return {**recipe, "bias_compensation": used}
+
+
 def build_model_card(
     model: nn.Module, *, plan: CheckpointPlan, base_model: str | None = None, repo_id: str | None = None
 ) -> ModelCard:
@@ -71,7 +84,7 @@ def build_model_card(
     from .save import REMOTE_CODE_FORMAT
 
     stats = pruning_stats(model, plan)
-    recipe = getattr(plan.config, RECIPE_KEY, None) or {}
+    recipe = _recipe_as_used(getattr(plan.config, RECIPE_KEY, None) or {})
     family = get_architecture(model).model_type
     hub_base = _hub_id(base_model)
     data = ModelCardData(
