@@ -70,3 +70,22 @@ def test_readme_python_blocks_run_as_written(tiny_model_dir, tmp_path, monkeypat
     assert report.achieved_ratio == pytest.approx(0.2, abs=0.05)
     assert report.parameters_after < report.parameters_before
     assert pushed and pushed[0][0] == "me/smollm2-flap-20" and "config.json" in pushed[0][1]
+
+
+@pytest.mark.parametrize("doc", ["docs/cfsp.md", "docs/checkpoint-format.md"])
+def test_docs_python_blocks_run_as_written(doc, tiny_model_dir, tmp_path, monkeypatch):
+    """The same substitutions as for the README; the loading guide reads command 1's output directory."""
+    from optimum_flap import FlapConfig, FlapPruner
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "out"
+    if "checkpoint-format" in doc:  # stands in for the README's command 1
+        config = FlapConfig(pruning_ratio=0.2, dataset="c4", num_samples=8, seq_len=32)
+        FlapPruner.from_pretrained(str(tiny_model_dir), config=config).prune(save_directory=out / "smollm2-flap-20")
+    namespace: dict = {"__name__": "__docs__"}
+    blocks = python_blocks((REPO / doc).read_text(encoding="utf-8"))
+    assert blocks
+    for index, block in enumerate(blocks):
+        code = block.replace(MODEL_CALL, repr(str(tiny_model_dir))).replace('"out/', f'"{out}/')
+        exec(compile(code, f"{doc} python block {index + 1}", "exec"), namespace)
+    assert namespace["model"].config.num_hidden_layers == 2
