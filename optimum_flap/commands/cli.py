@@ -241,12 +241,11 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_inference(args: argparse.Namespace) -> tuple[str, Any, Any]:
+def _load_for_inference(args: argparse.Namespace, path: str) -> tuple[str, Any, Any]:
     from transformers import AutoTokenizer
 
     from ..checkpoint import load_pruned_model
 
-    path = resolve_model(args.model, args.gguf)
     _status(f"loading {path} ({args.dtype})")
     model = load_pruned_model(path, dtype=_torch_dtype(args.dtype))
     if args.device:
@@ -267,6 +266,7 @@ def _eval_tasks(names: Sequence[str]) -> list[str]:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Perplexity and (optionally) zero-shot accuracy of one model; a table on stdout."""
+    model_path = resolve_model(args.model, args.gguf)  # a mistyped path fails before the heavy imports
     tasks = _eval_tasks(args.tasks)
     skip_ppl = args.ppl_data.lower() == "none"
     if skip_ppl and not tasks:
@@ -279,7 +279,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         _check_writable(args.json)
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
-    path, model, tokenizer = _load_for_inference(args)
+    path, model, tokenizer = _load_for_inference(args, model_path)
     result: dict[str, Any] = {"model": path, "parameters": sum(p.numel() for p in model.parameters())}
     rows: list[tuple[str, str]] = [("parameters", f"{result['parameters']:,}")]
     if not skip_ppl:
@@ -314,6 +314,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             raise CLIError(f"--pruned {directory} is not a checkpoint directory (no config.json)")
     if args.json:
         _check_writable(args.json)
+    model_path = resolve_model(args.model, args.gguf)
     import torch
 
     from ..checkpoint import load_pruned_model
@@ -321,7 +322,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path, dense, tokenizer = _load_for_inference(args)
+    path, dense, tokenizer = _load_for_inference(args, model_path)
     models = {"dense": dense}
     for directory in args.pruned:
         _status(f"loading {directory}")
