@@ -34,7 +34,10 @@ def main() -> None:
     parser.add_argument("--output", default="out/smollm2-flap-example")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    check_output_dir(args.output, args.overwrite)  # fail now, not after minutes of pruning
+    try:
+        check_output_dir(args.output, args.overwrite)  # fail now, not after minutes of pruning
+    except FileExistsError as err:
+        parser.error(str(err))
 
     model_dir = smollm2_checkpoint()
     config = FlapConfig(method="flap", pruning_ratio=args.ratio, structure=args.structure,
