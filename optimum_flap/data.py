@@ -7,7 +7,9 @@ Two sampling rules, both deterministic for a seed (a private `random.Random`, no
 * *documents* (C4, `.jsonl`/`.json` records) are drawn at random among those with more than
   `seq_len` tokens and a random window is cut from each, as Wanda/SparseGPT do for C4.
 
-Pre-tokenized ids (a 2-D tensor or a list of equal-length id lists) are used verbatim.
+Pre-tokenized ids (a 2-D tensor or a list of equal-length id lists) are used verbatim. The names
+``"wikitext2"`` and ``"c4"`` mean the shared local files when they exist and the Hub otherwise (the
+rule is in `optimum_flap.evaluation.data`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,11 @@ from typing import Any
 
 import torch
 
+from .evaluation.data import NAMED_CALIBRATION_FILES, data_dir
 from .privacy import is_recorded_dataset
 
 STREAM_SUFFIXES = (".txt", ".raw", ".tokens")
 DOCUMENT_SUFFIXES = (".jsonl", ".json")
-LOCAL_ALTERNATIVES = {
-    "wikitext2": "../shared/data/wikitext2/wiki.valid.tokens",
-    "c4": "../shared/data/c4/sample_c4-rp1.jsonl",
-}
 
 
 class CalibrationDataError(ValueError):
@@ -157,8 +156,11 @@ def _calibration_ids(
                 f"dataset={dataset!r} is how a checkpoint records a local calibration file (its name and "
                 "SHA-256), not a file to read; pass the path of that file (check its hash with sha256sum)."
             )
-        if dataset in LOCAL_ALTERNATIVES and not os.path.isfile(dataset):
-            return _from_hub(dataset, tokenizer, num_samples, seq_len, rng)
+        if dataset in NAMED_CALIBRATION_FILES and not os.path.isfile(dataset):
+            local = data_dir() / NAMED_CALIBRATION_FILES[dataset]
+            if not local.is_file():
+                return _from_hub(dataset, tokenizer, num_samples, seq_len, rng)
+            dataset = str(local)
         return _from_file(dataset, tokenizer, num_samples, seq_len, rng)
     return sample_stream(_tokenize_stream("\n\n".join(dataset), tokenizer), num_samples, seq_len, rng)
 
@@ -236,7 +238,7 @@ def _from_file(
 
 
 def _from_hub(name: str, tokenizer: Any, num_samples: int, seq_len: int, rng: random.Random) -> torch.LongTensor:
-    """Download the named dataset with `datasets`; offline this fails with the local-file alternative."""
+    """Download the named dataset with `datasets` (no local copy); offline this fails naming the local file."""
     import datasets
 
     try:
@@ -249,7 +251,8 @@ def _from_hub(name: str, tokenizer: Any, num_samples: int, seq_len: int, rng: ra
     except Exception as err:  # datasets raises many connection/offline error types
         raise CalibrationDataError(
             f"Could not load dataset {name!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "
-            f"Offline, pass a local file instead, e.g. dataset={LOCAL_ALTERNATIVES[name]!r}."
+            f"Offline, put {NAMED_CALIBRATION_FILES[name]} under the data root {data_dir()} "
+            "(or set OPTIMUM_FLAP_DATA_DIR), or pass a local file."
         ) from err
     if name == "wikitext2":
         return sample_stream(_tokenize_stream(" ".join(rows), tokenizer), num_samples, seq_len, rng)

@@ -12,7 +12,7 @@ from torch import nn
 
 from .accounting import achieved_ratio, decoder_linear_parameters, kept_parameters
 from .architectures import attention_geometry, get_architecture
-from .checkpoint import CheckpointPlan, save_pruned_model
+from .checkpoint import CheckpointPlan, check_output_dir, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
@@ -21,6 +21,7 @@ from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method_class
 from .plan import PruningReport, StructuredLayerPlan
 from .surgery import record_layout, record_sparsity
+from .utils.model_ref import resolve_model_reference
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class FlapPruner:
         """Load a model and its tokenizer (keyword arguments go to `AutoModelForCausalLM.from_pretrained`)."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+        model_name_or_path = resolve_model_reference(model_name_or_path)  # a mistyped path fails now, not in 60 s
         get_architecture(AutoConfig.from_pretrained(model_name_or_path))
         model_kwargs.setdefault("dtype", "auto")
         pruner = cls(config, device=device)
@@ -73,11 +75,21 @@ class FlapPruner:
         pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         return pruner
 
-    def prune(self) -> nn.Module:
-        """Prune the model loaded by `from_pretrained`; returns it (also kept as `self.model`)."""
+    def prune(self, save_directory: str | os.PathLike | None = None, **save_kwargs: Any) -> nn.Module:
+        """Prune the model loaded by `from_pretrained`; returns it (also kept as `self.model`).
+
+        With `save_directory`, the directory is checked before pruning (so a run of minutes never ends
+        on "directory not empty") and the pruned model is saved there afterwards; `save_kwargs`
+        (`overwrite`, `checkpoint_format`, ...) go to `save_pretrained`.
+        """
         if self.model is None:
             raise RuntimeError("No model loaded: use FlapPruner.from_pretrained(...) or prune_model(model, tokenizer).")
-        return self.prune_model(self.model, self.tokenizer)
+        if save_directory is not None:
+            check_output_dir(save_directory, save_kwargs.get("overwrite", False))
+        model = self.prune_model(self.model, self.tokenizer)
+        if save_directory is not None:
+            self.save_pretrained(save_directory, **save_kwargs)
+        return model
 
     def prune_model(self, model: nn.Module, tokenizer: Any = None, physical: bool = True) -> nn.Module:
         """Prune `model` in place and return it.

@@ -232,8 +232,10 @@ def test_bad_records_and_suffixes_are_clear_errors(tmp_path):
         load_calibration_ids(str(other), CharTokenizer(), 1, 4, seed=0)
 
 
-def test_named_dataset_offline_names_the_local_alternative(monkeypatch):
+def test_named_dataset_offline_names_the_local_alternative(monkeypatch, tmp_path):
     import datasets
+
+    monkeypatch.setenv("OPTIMUM_FLAP_DATA_DIR", str(tmp_path))  # no local copy: the Hub is tried
 
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
@@ -243,6 +245,26 @@ def test_named_dataset_offline_names_the_local_alternative(monkeypatch):
         load_calibration_ids("c4", CharTokenizer(), 4, 16, seed=0)
     with pytest.raises(CalibrationDataError, match="wiki.valid.tokens"):
         load_calibration_ids("wikitext2", CharTokenizer(), 4, 16, seed=0)
+
+
+def test_named_datasets_read_the_local_files_under_the_data_root(monkeypatch, tmp_path):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise AssertionError("the Hub must not be used when the local file exists")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("OPTIMUM_FLAP_DATA_DIR", str(tmp_path))
+    (tmp_path / "wikitext2").mkdir()
+    (tmp_path / "wikitext2" / "wiki.valid.tokens").write_text("abcdefghij" * 20)
+    (tmp_path / "c4").mkdir()
+    (tmp_path / "c4" / "sample_c4-rp1.jsonl").write_text('{"text": "%s"}\n' % ("klmnopqrst" * 20))
+    wiki = load_calibration_ids("wikitext2", CharTokenizer(), 4, 16, seed=0)
+    c4 = load_calibration_ids("c4", CharTokenizer(), 4, 16, seed=0)
+    assert wiki.shape == c4.shape == (4, 16)
+    assert wiki.tolist() == load_calibration_ids(str(tmp_path / "wikitext2" / "wiki.valid.tokens"),
+                                                 CharTokenizer(), 4, 16, seed=0).tolist()
+    assert set(c4.flatten().tolist()).isdisjoint(set(wiki.flatten().tolist()))
 
 
 def test_pretokenized_ids_are_used_verbatim_and_validated():

@@ -8,7 +8,6 @@ and use an all-uniform model, whose answers are known in advance, to check the s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from optimum_flap.evaluation.zero_shot import load_tasks  # noqa: E402
 
 DATA = data_dir()
 ZS = DATA / "zeroshot"
-SMOLLM2 = Path(os.environ.get("OPTIMUM_FLAP_SMOLLM2", "/tmp/smollm2"))
 UPSTREAM = Path(lm_eval.__file__).parent / "tasks"
 needs_data = pytest.mark.skipif(not ZS.is_dir(), reason="shared zero-shot data not present")
 
@@ -248,13 +246,15 @@ def test_missing_data_is_a_clear_error(tmp_path, model, tok):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ZS.is_dir() and (SMOLLM2 / "config.json").is_file()), reason="needs data + SmolLM2")
 def test_smollm2_piqa_above_chance():
     """Dense SmolLM2-135M on 30 PIQA items (22/30 = 0.733 measured): a real model beats 2-way chance."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    m = AutoModelForCausalLM.from_pretrained(SMOLLM2, dtype=torch.float32)
-    t = AutoTokenizer.from_pretrained(SMOLLM2)
+    from optimum_flap.utils.gguf import smollm2_checkpoint
+
+    path = smollm2_checkpoint()
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    t = AutoTokenizer.from_pretrained(path)
     res = zero_shot(m, t, tasks=["piqa"], data_dir=DATA, limit=30, batch_size=8)
     assert res.tasks["piqa"]["num_docs"] == 30
     assert res.tasks["piqa"]["acc"] > 0.6

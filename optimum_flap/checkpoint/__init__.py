@@ -14,6 +14,7 @@ from .save import (
     plan_checkpoint,
     save_pruned_model,
 )
+from .target import check_output_dir
 
 __all__ = [
     "CARD_TAGS",
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointPlan",
     "build_model_card",
+    "check_output_dir",
     "load_pruned_model",
     "plan_checkpoint",
     "pruning_stats",

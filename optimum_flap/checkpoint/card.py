@@ -85,6 +85,19 @@ def _sparsity_table(sparsity: list[dict[str, float]]) -> list[str]:
     ]
 
 
+def _recipe_as_used(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe with `bias_compensation` resolved: `None` only means "the method's default", so show that value."""
+    if "bias_compensation" not in recipe or recipe["bias_compensation"] is not None:
+        return recipe
+    from ..configuration import FlapConfig
+
+    try:
+        used = FlapConfig.from_dict(recipe).use_bias_compensation
+    except (TypeError, ValueError):  # a recipe this version cannot rebuild: show it as stored
+        return recipe
+    return {**recipe, "bias_compensation": used}
+
+
 def build_model_card(
     model: nn.Module, *, plan: CheckpointPlan, base_model: str | None = None, repo_id: str | None = None
 ) -> ModelCard:
@@ -98,7 +111,7 @@ def build_model_card(
     from .save import REMOTE_CODE_FORMAT
 
     stats = pruning_stats(model, plan)
-    recipe = getattr(plan.config, RECIPE_KEY, None) or {}
+    recipe = _recipe_as_used(getattr(plan.config, RECIPE_KEY, None) or {})
     family = get_architecture(model).model_type
     hub_base = _hub_id(base_model)
     data = ModelCardData(
@@ -153,7 +166,8 @@ def build_model_card(
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "",
             f'model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True)',
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            "# the tokenizer is stock; the flag only stops transformers asking about config.json's auto_map",
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)',
             "```",
             "",
             "or, with optimum-flap installed, no flag is needed:",

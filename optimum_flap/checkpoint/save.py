@@ -339,10 +339,6 @@ def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
     return export
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
-    check_output_dir(target, overwrite)
-
-
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
     check_output_dir(target, overwrite)
     replace_directory(staging, target)
@@ -377,8 +373,7 @@ def save_pruned_model(
     Returns:
         The `CheckpointPlan` that was written (its `checkpoint_format` says which kind).
     """
-    target = Path(save_directory).expanduser().absolute()
-    _check_target(target, overwrite)
+    target = check_output_dir(save_directory, overwrite)
     plan = plan_checkpoint(model, checkpoint_format)
     export = _export_model(model, plan)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ class OutputDirectoryError(FileExistsError):
     """The output directory cannot be written or replaced without losing something."""
 
 
-def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
+def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """The absolute target directory for a save, after finishing any interrupted swap into it.
 
     Raises `OutputDirectoryError` when `path` is a file, the current directory or one of its

