@@ -22,7 +22,7 @@ import torch
 from _common import load_dense
 
 from optimum_flap import FlapConfig, FlapPruner, RecoveryConfig
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 from optimum_flap.recovery import recover
 

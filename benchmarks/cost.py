@@ -31,7 +31,7 @@ import time
 
 from _common import pyplot, save_figure
 
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 
 DATA = str(data_dir())
 

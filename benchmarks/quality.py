@@ -20,8 +20,8 @@ import torch
 from _common import load_dense, pyplot, save_figure
 
 from optimum_flap import FlapConfig, FlapPruner
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation import perplexity, zero_shot
-from optimum_flap.evaluation.data import data_dir
 
 DATA = str(data_dir())
 

@@ -25,7 +25,7 @@ from _common import load_dense, pyplot, save_figure
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.commands.benchmark import compare_speed, speed_rows, speed_table
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 
 DATA = str(data_dir())
 

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.checkpoint import check_output_dir
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 from optimum_flap.utils.gguf import smollm2_checkpoint
 

@@ -9,7 +9,7 @@ Two sampling rules, both deterministic for a seed (a private `random.Random`, no
 
 Pre-tokenized ids (a 2-D tensor or a list of equal-length id lists) are used verbatim. The names
 ``"wikitext2"`` and ``"c4"`` mean the shared local files when they exist and the Hub otherwise (the
-rule is in `optimum_flap.evaluation.data`).
+rule is in `optimum_flap.data_files`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .evaluation.data import NAMED_CALIBRATION_FILES, data_dir
+from .data_files import NAMED_CALIBRATION_FILES, data_dir
 from .privacy import is_recorded_dataset
 
 STREAM_SUFFIXES = (".txt", ".raw", ".tokens")

@@ -179,7 +179,7 @@ def test_crafted_data_directory_cannot_inject_yaml(tmp_path):
 
 def test_lm_eval_reads_the_documents_from_a_crafted_directory(tmp_path):
     pytest.importorskip("lm_eval")
-    from optimum_flap.evaluation.data import data_dir
+    from optimum_flap.data_files import data_dir
     from optimum_flap.evaluation.zero_shot import load_tasks
 
     crafted = tmp_path / PAYLOAD

@@ -16,7 +16,7 @@ import pytest
 import torch
 from eval_fixtures import char_tokenizer, tiny_llama
 
-from optimum_flap.evaluation.data import WIKITEXT2_TEST, ZEROSHOT_DIR, data_dir
+from optimum_flap.data_files import WIKITEXT2_TEST, ZEROSHOT_DIR, data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"

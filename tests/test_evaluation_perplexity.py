@@ -8,8 +8,8 @@ import pytest
 import torch
 from eval_fixtures import char_tokenizer, tiny_llama
 
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation import perplexity
-from optimum_flap.evaluation.data import data_dir
 from optimum_flap.evaluation.perplexity import join_rows, read_text_rows
 
 SHARED = data_dir()

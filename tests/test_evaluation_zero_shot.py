@@ -17,8 +17,8 @@ lm_eval = pytest.importorskip("lm_eval")
 
 from eval_fixtures import char_tokenizer, tiny_llama  # noqa: E402
 
+from optimum_flap.data_files import data_dir  # noqa: E402
 from optimum_flap.evaluation import zero_shot  # noqa: E402
-from optimum_flap.evaluation.data import data_dir  # noqa: E402
 from optimum_flap.evaluation.tasks import STANDARD_TASKS, canonical_name, render_tasks  # noqa: E402
 from optimum_flap.evaluation.tasks.utils import restore_ctx_b_capitalization  # noqa: E402
 from optimum_flap.evaluation.zero_shot import load_tasks  # noqa: E402

@@ -26,9 +26,16 @@ def test_output_dir_rule(tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(FileExistsError, match="full is not empty.*overwrite"):
         check_output_dir(tmp_path / "full")
-    check_output_dir(tmp_path / "full", overwrite=True)
+    with pytest.raises(FileExistsError, match="'x', which is not part of a checkpoint"):
+        check_output_dir(tmp_path / "full", overwrite=True)  # overwrite replaces a checkpoint, nothing else
     with pytest.raises(FileExistsError, match="not a directory"):
         check_output_dir(tmp_path / "full" / "x", overwrite=True)
+    (tmp_path / "ckpt").mkdir()
+    for name in ("config.json", "model.safetensors", "README.md"):
+        (tmp_path / "ckpt" / name).write_text("{}")
+    with pytest.raises(FileExistsError, match="ckpt is not empty"):
+        check_output_dir(tmp_path / "ckpt")
+    assert check_output_dir(tmp_path / "ckpt", overwrite=True) == (tmp_path / "ckpt").absolute()
 
 
 def test_prune_checks_the_save_directory_before_pruning(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from optimum_flap import FlapConfig, FlapPruner
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 
 pytestmark = pytest.mark.slow

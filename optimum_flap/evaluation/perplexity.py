@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import check_token_ids, read_json_texts, read_text_file
-from .data import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
+from ..data_files import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
 
 #: Hub dataset and config used when the local WikiText-2 file is not available
 WIKITEXT2_HUB = ("Salesforce/wikitext", "wikitext-2-raw-v1")

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from .data import zeroshot_dir
+from ..data_files import zeroshot_dir
 from .tasks import STANDARD_TASKS, canonical_name, missing_files, render_tasks
 
 #: the seven tasks of the papers, in table order
