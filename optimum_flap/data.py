@@ -7,7 +7,8 @@ Two sampling rules, both deterministic for a seed (a private `random.Random`, no
 * *documents* (C4, `.jsonl`/`.json` records) are drawn at random among those with more than
   `seq_len` tokens and a random window is cut from each, as Wanda/SparseGPT do for C4.
 
-Pre-tokenized ids (a 2-D tensor or a list of equal-length id lists) are used verbatim.
+Where the tokenizer starts every text with BOS (Gemma), each window is BOS and `seq_len - 1` text
+tokens. Pre-tokenized ids (a 2-D tensor or a list of equal-length id lists) are used verbatim.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from .bos import added_bos_id, prepend_bos
 
 STREAM_SUFFIXES = (".txt", ".raw", ".tokens")
 DOCUMENT_SUFFIXES = (".jsonl", ".json")
@@ -46,7 +49,16 @@ def load_calibration_ids(
         return _pretokenized(dataset)
     if tokenizer is None:
         raise CalibrationDataError("A tokenizer is needed to calibrate on text; pass one or give token ids.")
-    rng = random.Random(seed)
+    # a tokenizer that starts every text with BOS gets windows that do too (see optimum_flap/bos.py)
+    bos = added_bos_id(tokenizer)
+    text_len = seq_len - 1 if bos is not None else seq_len
+    return prepend_bos(_sample_text(dataset, tokenizer, num_samples, text_len, random.Random(seed)), bos)
+
+
+def _sample_text(
+    dataset: str | Sequence[str], tokenizer: Any, num_samples: int, seq_len: int, rng: random.Random
+) -> torch.LongTensor:
+    """`num_samples` windows of `seq_len` text tokens from a dataset name, a file or a list of strings."""
     if isinstance(dataset, str):
         if dataset in LOCAL_ALTERNATIVES and not os.path.isfile(dataset):
             return _from_hub(dataset, tokenizer, num_samples, seq_len, rng)

@@ -120,6 +120,7 @@ class FlapPruner:
             return [_keep_everything(model.config) for _ in arch.decoder_layers(model)]
         method = get_method_class(config.method)(config, arch)
         method.check(model)
+        _log_fixed_attention(model, config)
         ids = None
         if method.needs_calibration():
             ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed)
@@ -166,6 +167,18 @@ class FlapPruner:
         from .recovery import recover
 
         return recover(model, tokenizer, recovery_config, **kwargs).model
+
+
+def _log_fixed_attention(model: nn.Module, config: FlapConfig) -> None:
+    """Say so when every layer's attention must stay whole: its minimum of head groups is all it has."""
+    min_groups = getattr(config, "min_head_groups", None)
+    _, kv_heads, _ = attention_geometry(model.config)
+    if min_groups is not None and kv_heads <= min_groups:
+        what = "one key/value head" if kv_heads == 1 else f"{kv_heads} key/value heads"
+        logger.info(
+            "%s: the model has %s per layer and every layer keeps min_head_groups=%d head group(s), so no "
+            "attention head is removed; only MLP channels are pruned.", config.method, what, min_groups
+        )
 
 
 def _keep_everything(config) -> StructuredLayerPlan:

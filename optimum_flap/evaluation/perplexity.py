@@ -7,7 +7,9 @@ the same way. So the protocol is spelled out here and returned with every number
 1. the test rows are joined with ``"\\n\\n"`` (as ``"\\n\\n".join(testdata["text"])`` in the papers);
 2. the joined text is tokenized once, with the tokenizer's default special tokens;
 3. it is cut into ``len(tokens) // seq_len`` non-overlapping windows of ``seq_len`` tokens (the
-   tail is dropped), optionally only the first ``max_windows``;
+   tail is dropped), optionally only the first ``max_windows``; where the tokenizer starts every text
+   with BOS (Gemma), the text is tokenized without it and each window is BOS followed by
+   ``seq_len - 1`` text tokens (``optimum_flap/bos.py``), since such models expect it;
 4. each window's loss is the mean next-token NLL over its ``seq_len - 1`` predicted tokens (what
    Hugging Face computes with ``labels=input_ids``);
 5. ``perplexity = exp(mean over windows of the window loss)``, which equals ``exp`` of the mean NLL
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..bos import added_bos_id, prepend_bos
 from .data import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
 
 #: Hub dataset and config used when the local WikiText-2 file is not available
@@ -52,6 +55,8 @@ class PerplexityResult:
     mean_nll: float = float("nan")
     #: length of the whole tokenized text, before cutting into windows
     total_tokens: int = 0
+    #: whether each window starts with the BOS token the tokenizer adds (then ``seq_len - 1`` text tokens)
+    bos_per_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for JSON reports."""
@@ -181,14 +186,16 @@ def perplexity(
     if seq_len < 2:
         raise ValueError("seq_len must be at least 2 (one token of context, one to predict)")
     text, desc = _resolve_dataset(dataset)
-    ids = tokenizer(text, return_tensors="pt").input_ids.view(-1)
+    bos = added_bos_id(tokenizer)  # step 3: BOS then seq_len - 1 text tokens per window
+    ids = tokenizer(text, add_special_tokens=bos is None, return_tensors="pt").input_ids.view(-1)
+    width = seq_len - 1 if bos is not None else seq_len
     total = int(ids.numel())
-    num_windows = total // seq_len
+    num_windows = total // width
     if max_windows is not None:
         num_windows = min(num_windows, int(max_windows))
     if num_windows < 1:
         raise ValueError(f"the text has {total} tokens, fewer than one window of seq_len={seq_len}")
-    windows = ids[: num_windows * seq_len].view(num_windows, seq_len)
+    windows = prepend_bos(ids[: num_windows * width].view(num_windows, width), bos)
 
     was_training = model.training
     model.eval()
@@ -212,4 +219,5 @@ def perplexity(
         num_predicted_tokens=num_windows * (seq_len - 1),
         mean_nll=mean_nll,
         total_tokens=total,
+        bos_per_window=bos is not None,
     )

@@ -1,9 +1,9 @@
 """Model classes for pruned checkpoints whose layers have different sizes.
 
-Per stock family (`llama`, `mistral`, `qwen2`, `qwen3`) there is a config class with model_type
-`flap_<family>` and a causal-LM class. Their files (`configuration_flap_*.py`, `modeling_flap_*.py`
-and the shared `flap_common.py`) import only torch and transformers and are copied next to the
-weights on save, so plain transformers can load a checkpoint with `trust_remote_code=True`.
+Per stock family (`llama`, `mistral`, `qwen2`, `qwen3`, `gemma2`, `gemma3_text`, ...) there is a
+config class with model_type `flap_<family>` and a causal-LM class. Their files
+(`configuration_flap_*.py`, `modeling_flap_*.py` and the shared `flap_common.py`) import only torch
+and transformers and are copied next to the weights on save, so plain transformers can load a checkpoint with `trust_remote_code=True`.
 Which stock classes go with which flap classes is part of each family's spec
 (`optimum_flap.architectures`). `register_auto_classes()` (called by `import optimum_flap`) makes
 the Auto classes know them, so no flag is needed once the package is imported.
@@ -13,10 +13,14 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from .configuration_flap_gemma2 import FlapGemma2Config
+from .configuration_flap_gemma3 import FlapGemma3TextConfig
 from .configuration_flap_llama import FlapLlamaConfig
 from .configuration_flap_mistral import FlapMistralConfig
 from .configuration_flap_qwen2 import FlapQwen2Config
 from .configuration_flap_qwen3 import FlapQwen3Config
+from .modeling_flap_gemma2 import FlapGemma2ForCausalLM, FlapGemma2Model
+from .modeling_flap_gemma3 import FlapGemma3ForCausalLM, FlapGemma3TextModel
 from .modeling_flap_llama import FlapLlamaForCausalLM, FlapLlamaModel
 from .modeling_flap_mistral import FlapMistralForCausalLM, FlapMistralModel
 from .modeling_flap_qwen2 import FlapQwen2ForCausalLM, FlapQwen2Model
@@ -28,6 +32,8 @@ FLAP_CLASSES = (
     (FlapMistralConfig, FlapMistralForCausalLM),
     (FlapQwen2Config, FlapQwen2ForCausalLM),
     (FlapQwen3Config, FlapQwen3ForCausalLM),
+    (FlapGemma2Config, FlapGemma2ForCausalLM),
+    (FlapGemma3TextConfig, FlapGemma3ForCausalLM),
 )
 
 
@@ -47,6 +53,12 @@ def register_auto_classes() -> None:
 
 __all__ = [
     "FLAP_CLASSES",
+    "FlapGemma2Config",
+    "FlapGemma2ForCausalLM",
+    "FlapGemma2Model",
+    "FlapGemma3ForCausalLM",
+    "FlapGemma3TextConfig",
+    "FlapGemma3TextModel",
     "FlapLlamaConfig",
     "FlapLlamaForCausalLM",
     "FlapLlamaModel",
