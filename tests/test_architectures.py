@@ -8,11 +8,33 @@ linear parameters to within one unit.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+from conftest import ckpt_tiny_tokenizer
+from safetensors.torch import save_file
+from test_checkpoint_plain_transformers import CHILD
 from test_pipeline import forward_statistics, pipeline_statistics, statistics_match
 from tiny_models import calibration_ids
-from transformers import AutoModelForCausalLM, Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GraniteConfig,
+    GraniteForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
+    SmolLM3Config,
+    SmolLM3ForCausalLM,
+)
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.accounting import layer_cost
@@ -31,6 +53,13 @@ FAMILIES = {
     "gemma2": (Gemma2Config, Gemma2ForCausalLM, dict(GEMMA, attn_logit_softcapping=5.0, final_logit_softcapping=3.0)),
     "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM, GEMMA),
     "gemma3-1kv": (Gemma3TextConfig, Gemma3ForCausalLM, dict(GEMMA, num_key_value_heads=1)),
+    "phi3": (Phi3Config, Phi3ForCausalLM, {}),
+    "granite": (GraniteConfig, GraniteForCausalLM, dict(embedding_multiplier=3.0, residual_multiplier=0.5,
+                                                        attention_multiplier=0.2, logits_scaling=4.0,
+                                                        attention_bias=True, mlp_bias=True)),
+    # layers 1 and 3 use no rotary embeddings (0 in no_rope_layers)
+    "smollm3": (SmolLM3Config, SmolLM3ForCausalLM, dict(no_rope_layers=[1, 0, 1, 0])),
+    "olmo2": (Olmo2Config, Olmo2ForCausalLM, {}),
 }
 
 #: recipe name -> FlapConfig options (UL-MM / AL-MM remove whole groups: one per layer / two in all)
@@ -62,7 +91,8 @@ def recipe_options(recipe: str, model) -> dict:
     options = dict(RECIPES[recipe])
     heads, kv_heads, _ = attention_geometry(model.config)
     group = heads // kv_heads
-    removable_per_layer = kv_heads - 1  # every layer keeps one group
+    # every layer keeps one group; OLMo-2 keeps them all
+    removable_per_layer = 0 if get_architecture(model).head_removal_refused else kv_heads - 1
     if options.get("remove_heads") == "per-layer":
         options["remove_heads"] = group * removable_per_layer * model.config.num_hidden_layers
     elif options.get("remove_heads") == "two":
@@ -137,3 +167,63 @@ def test_mixture_of_experts_is_refused_with_the_supported_families(model_type):
     config = AutoConfig.for_model(model_type, **{k: v for k, v in SHAPE.items() if k != "head_dim"})
     with pytest.raises(UnsupportedArchitectureError, match="mixture-of-experts.*supported architectures: gemma2"):
         get_architecture(config)
+
+
+def test_uniform_phi3_prune_saves_in_the_stock_fused_layout(tmp_path):
+    model = tiny("phi3")
+    config = FlapConfig(pruning_ratio=0.3, dataset=calibration_ids(num_samples=8, seq_len=16), batch_size=4,
+                        structure="UL-UM", bias_compensation=False)
+    pruner = FlapPruner(config)
+    pruner.prune_model(model)
+    ids = torch.tensor(calibration_ids(num_samples=2, seq_len=12, seed=5))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    plan = pruner.save_pretrained(tmp_path / "pruned")
+    assert plan.checkpoint_format == "stock"
+    reloaded = Phi3ForCausalLM.from_pretrained(tmp_path / "pruned").eval()
+    heads, kv_heads = reloaded.config.num_attention_heads, reloaded.config.num_key_value_heads
+    assert kv_heads == 1 and heads == 2  # one group of two query heads left in every layer
+    qkv = reloaded.model.layers[0].self_attn.qkv_proj
+    assert qkv.out_features == (heads + 2 * kv_heads) * 16
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_olmo2_keeps_every_head_and_refuses_a_head_count(caplog):
+    model = tiny("olmo2")
+    with caplog.at_level("INFO", logger="optimum_flap.pruner"):
+        pruner = prune(model, "flap-AL-AM")
+    layers = get_architecture(model).decoder_layers(model)
+    assert all(layer.self_attn.q_proj.out_features == 4 * 16 for layer in layers)
+    assert pruner.report.achieved_ratio > 0.25
+    assert "q_norm / k_norm normalise all heads together" in caplog.text and "only MLP channels" in caplog.text
+    config = FlapConfig(pruning_ratio=0.3, dataset=calibration_ids(), structure="UL-MM", remove_heads=8)
+    with pytest.raises(UnsupportedArchitectureError, match="olmo2: attention heads cannot be removed because"):
+        FlapPruner(config).prune_model(tiny("olmo2"))
+
+
+def test_remote_code_checkpoints_load_without_optimum_flap(tmp_path):
+    """The shipped model files alone (no optimum_flap) rebuild every family's pruned model exactly."""
+    ids = torch.tensor([[1, 5, 9, 33, 4, 77, 12, 100], [1, 64, 3, 3, 90, 21, 8, 50]])
+    cases = {}
+    for family in FAMILIES:
+        model = tiny(family)
+        prune(model, "flap-AL-AM")  # bias compensation adds o/down biases: the remote-code format
+        with torch.no_grad():
+            logits = model(ids).logits
+            tokens = model.generate(ids[:1], max_new_tokens=10, do_sample=False, pad_token_id=0)
+        plan = FlapPruner.save(model, tmp_path / family, tokenizer=ckpt_tiny_tokenizer())
+        assert plan.checkpoint_format == "flap-remote-code"
+        expected = tmp_path / f"{family}.expected.safetensors"
+        save_file({"ids": ids, "logits": logits, "tokens": tokens}, str(expected))
+        cases[family] = {"dir": str(tmp_path / family), "format": plan.checkpoint_format, "expected": str(expected)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TRANSFORMERS_VERBOSITY="error")
+    proc = subprocess.run([sys.executable, "-I", "-c", CHILD, json.dumps(cases)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULTS=")).removeprefix("RESULTS="))
+    assert results.pop("optimum_flap_imported") is False
+    for family, out in results.items():
+        assert out["class"].startswith("transformers_modules.") and out["no_flag"] is True, (family, out)
+        assert out["max_diff"] <= 1e-5 and out["same_tokens"], (family, out)

@@ -11,11 +11,14 @@ from __future__ import annotations
 from torch import nn
 
 from .gemma import GEMMA2, GEMMA3
+from .granite import GRANITE
 from .llama import LLAMA
 from .mistral import MISTRAL
+from .olmo2 import OLMO2
 from .phi3 import PHI3
 from .qwen2 import QWEN2
 from .qwen3 import QWEN3
+from .smollm3 import SMOLLM3
 from .spec import (
     ATTENTION_OUTPUT,
     ATTENTION_ROLES,
@@ -35,7 +38,7 @@ from .spec import (
 
 #: the families the whole pipeline supports (calibration, surgery, checkpoints), by stock model_type
 ARCHITECTURES: dict[str, DecoderArchitecture] = {
-    spec.model_type: spec for spec in (LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA3)
+    spec.model_type: spec for spec in (LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA2, GEMMA3, PHI3, GRANITE, SMOLLM3, OLMO2)
 }
 
 #: families optimum-flap knows but refuses, with the reason given to the user
@@ -93,6 +96,9 @@ __all__ = [
     "DecoderArchitecture",
     "GEMMA2",
     "GEMMA3",
+    "GRANITE",
+    "OLMO2",
+    "SMOLLM3",
     "REFUSED",
     "ModelClasses",
     "UnsupportedArchitectureError",

@@ -88,3 +88,4 @@ def init_causal_lm(model, config, base_model_class):
     model.model = base_model_class(config)
     model.vocab_size = config.vocab_size
     model.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
