@@ -27,7 +27,8 @@ SIZES = dict(hidden_size=32, intermediate_size=24, num_attention_heads=4, num_ke
 
 
 def test_specs_are_frozen_data_keyed_by_model_type():
-    assert sorted(ARCHITECTURES) == ["gemma2", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3"]
+    assert sorted(ARCHITECTURES) == ["gemma2", "gemma3_text", "granite", "llama", "mistral", "olmo2", "phi3", "qwen2",
+                                     "qwen3", "smollm3"]
     assert all(spec.model_type == name and spec.classes is not None for name, spec in ARCHITECTURES.items())
     with pytest.raises(dataclasses.FrozenInstanceError):
         LLAMA.query = "qkv"
