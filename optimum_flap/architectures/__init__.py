@@ -1,8 +1,8 @@
 """The decoder families optimum-flap prunes, one `DecoderArchitecture` spec each (see `spec.py`).
 
-Llama, Mistral, Qwen2 and Qwen3 share one module layout in transformers (`model.layers[i].self_attn
-.{q,k,v,o}_proj`, `.mlp.{gate,up,down}_proj`); what differs is which biases exist, what the stock
-config can express and which classes load a pruned checkpoint. Those differences are data in the
+Most families share one module layout in transformers (`model.layers[i].self_attn.{q,k,v,o}_proj`,
+`.mlp.{gate,up,down}_proj`; Phi-3 fuses q/k/v and gate/up); what differs is which biases exist, what
+the stock config can express, whether heads may be removed and which classes load a pruned checkpoint. Those differences are data in the
 specs, so the engine, the surgery and the checkpoint writer never branch on the model type.
 """
 

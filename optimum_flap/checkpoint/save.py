@@ -374,8 +374,8 @@ def save_pruned_model(
     """Save a pruned model (safetensors, patched config, tokenizer, recipe) to `save_directory`.
 
     Args:
-        model: a pruned `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM` /
-            `Qwen3ForCausalLM` (or one reloaded from a pruned checkpoint). It is not modified.
+        model: a pruned causal LM of a supported family (`optimum_flap.architectures.ARCHITECTURES`), or
+            one reloaded from a pruned checkpoint. It is not modified.
         save_directory: target directory; created if missing. Must be absent or empty unless
             `overwrite=True`. Nothing appears there until the whole checkpoint is written.
         tokenizer: saved alongside when given, so `AutoTokenizer` loads from the same directory.
