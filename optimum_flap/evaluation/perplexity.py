@@ -187,7 +187,8 @@ def perplexity(
         raise ValueError("seq_len must be at least 2 (one token of context, one to predict)")
     text, desc = _resolve_dataset(dataset)
     bos = added_bos_id(tokenizer)  # step 3: BOS then seq_len - 1 text tokens per window
-    ids = tokenizer(text, add_special_tokens=bos is None, return_tensors="pt").input_ids.view(-1)
+    special = {} if bos is None else {"add_special_tokens": False}
+    ids = tokenizer(text, return_tensors="pt", **special).input_ids.view(-1)
     width = seq_len - 1 if bos is not None else seq_len
     total = int(ids.numel())
     num_windows = total // width
