@@ -2,8 +2,9 @@
 
 Most families share one module layout in transformers (`model.layers[i].self_attn.{q,k,v,o}_proj`,
 `.mlp.{gate,up,down}_proj`; Phi-3 fuses q/k/v and gate/up); what differs is which biases exist, what
-the stock config can express, whether heads may be removed and which classes load a pruned checkpoint. Those differences are data in the
-specs, so the engine, the surgery and the checkpoint writer never branch on the model type.
+the stock config can express, whether heads may be removed and which classes load a pruned
+checkpoint. Those differences are data in the specs, so the engine, the surgery and the checkpoint
+writer never branch on the model type.
 """
 
 from __future__ import annotations
