@@ -7,7 +7,8 @@ Two sampling rules, both deterministic for a seed (a private `random.Random`, no
 * *documents* (C4, `.jsonl`/`.json` records) are drawn at random among those with more than
   `seq_len` tokens and a random window is cut from each, as Wanda/SparseGPT do for C4.
 
-Pre-tokenized ids (a 2-D tensor or a list of equal-length id lists) are used verbatim. The names
+Where the tokenizer starts every text with BOS (Gemma), each window is BOS and `seq_len - 1` text
+tokens. Pre-tokenized ids (a 2-D tensor or a list of equal-length id lists) are used verbatim. The names
 ``"wikitext2"`` and ``"c4"`` mean the shared local files when they exist and the Hub otherwise (the
 rule is in `optimum_flap.data_files`).
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .bos import added_bos_id, prepend_bos
 from .data_files import NAMED_CALIBRATION_FILES, data_dir
 from .privacy import is_recorded_dataset
 
@@ -149,7 +151,16 @@ def _calibration_ids(
         return _pretokenized(dataset)
     if tokenizer is None:
         raise CalibrationDataError("A tokenizer is needed to calibrate on text; pass one or give token ids.")
-    rng = random.Random(seed)
+    # a tokenizer that starts every text with BOS gets windows that do too (see optimum_flap/bos.py)
+    bos = added_bos_id(tokenizer)
+    text_len = seq_len - 1 if bos is not None else seq_len
+    return prepend_bos(_sample_text(dataset, tokenizer, num_samples, text_len, random.Random(seed)), bos)
+
+
+def _sample_text(
+    dataset: str | Sequence[str], tokenizer: Any, num_samples: int, seq_len: int, rng: random.Random
+) -> torch.LongTensor:
+    """`num_samples` windows of `seq_len` text tokens from a dataset name, a file or a list of strings."""
     if isinstance(dataset, str):
         if is_recorded_dataset(dataset) and not os.path.isfile(dataset):
             raise CalibrationDataError(

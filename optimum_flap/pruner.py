@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from .accounting import achieved_ratio, decoder_linear_parameters, kept_parameters
-from .architectures import attention_geometry, get_architecture
+from .architectures import UnsupportedArchitectureError, attention_geometry, get_architecture
 from .checkpoint import CheckpointPlan, check_output_dir, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
@@ -130,11 +131,14 @@ class FlapPruner:
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
             return [_keep_everything(model.config) for _ in arch.decoder_layers(model)]
+        config = _keep_heads_where_required(model, arch, config)
         method = get_method_class(config.method)(config, arch)
         method.check(model)
+        _log_fixed_attention(model, config)
         ids = None
         if method.needs_calibration():
-            ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed)
+            ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed,
+                                       vocab_size=model.config.vocab_size)
         pipeline = CalibrationPipeline(
             model, arch, ids, config.batch_size, device=self.device, storage=self.activations,
             apply_plan=lambda layer, plan: apply_layer_plan(layer, arch, plan, physical),
@@ -178,6 +182,40 @@ class FlapPruner:
         from .recovery import recover
 
         return recover(model, tokenizer, recovery_config, **kwargs).model
+
+
+def _keep_heads_where_required(model: nn.Module, arch, config: FlapConfig) -> FlapConfig:
+    """The recipe with every head group kept where the family cannot lose heads (OLMo-2); MLP channels still prune.
+
+    A recipe that asks for heads by count (`remove_heads`) is refused before calibrating; the others
+    run with `min_head_groups` raised to the model's key/value heads.
+    """
+    reason, min_groups = arch.head_removal_refused, getattr(config, "min_head_groups", None)
+    _, kv_heads, _ = attention_geometry(model.config)
+    if reason is None or min_groups is None or min_groups >= kv_heads:
+        return config
+    if config.remove_heads:
+        raise UnsupportedArchitectureError(
+            f"{arch.model_type}: attention heads cannot be removed because {reason}; got remove_heads="
+            f"{config.remove_heads}. Use remove_heads=0, or a structure that sets its own head budget "
+            "(UL-UM, AL-AM): every head is then kept and MLP channels are pruned."
+        )
+    logger.info("%s: keeping every attention head because %s; only MLP channels are pruned.", arch.model_type, reason)
+    kept = copy.deepcopy(config)
+    kept.min_head_groups = kv_heads
+    return kept
+
+
+def _log_fixed_attention(model: nn.Module, config: FlapConfig) -> None:
+    """Say so when every layer's attention must stay whole: its minimum of head groups is all it has."""
+    min_groups = getattr(config, "min_head_groups", None)
+    _, kv_heads, _ = attention_geometry(model.config)
+    if min_groups is not None and kv_heads <= min_groups:
+        what = "one key/value head" if kv_heads == 1 else f"{kv_heads} key/value heads"
+        logger.info(
+            "%s: the model has %s per layer and every layer keeps min_head_groups=%d head group(s), so no "
+            "attention head is removed; only MLP channels are pruned.", config.method, what, min_groups
+        )
 
 
 def _keep_everything(config) -> StructuredLayerPlan:

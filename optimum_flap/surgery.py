@@ -26,6 +26,7 @@ from torch import nn
 from .accounting import compensation_roles, measure_sparsity
 from .architectures import ATTENTION_OUTPUT, GATE, KEY, MLP_OUTPUT, QUERY, UP, VALUE, DecoderArchitecture
 from .layout import LAYOUT_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
+from .models.layer_sizes import LayerSizesConfig
 from .plan import MaskLayerPlan, StructuredLayerPlan
 
 
@@ -124,9 +125,19 @@ def apply_structured_layer_plan(
             rows = torch.cat([kept[r][0].to(torch.long) + offset for r, offset in zip(roles, offsets)])
             new = _keep_rows(linear, rows, physical)
         spec.set_projection(layer, roles[0], new)
-    mlp = spec.mlp(layer)
-    if physical and hasattr(mlp, "intermediate_size"):
-        mlp.intermediate_size = int(channels.numel())
+    if physical:
+        _record_sizes(layer, spec, int(groups.numel()) * group_size, int(groups.numel()), int(channels.numel()))
+
+
+def _record_sizes(layer: nn.Module, spec: DecoderArchitecture, heads: int, kv_heads: int, channels: int) -> None:
+    """Tell the layer's modules their new sizes where their forward reads them (Phi-3's qkv split)."""
+    mlp, attention = spec.mlp(layer), spec.attention(layer)
+    if hasattr(mlp, "intermediate_size"):
+        mlp.intermediate_size = channels
+    if hasattr(attention, "num_key_value_heads"):
+        attention.num_key_value_heads = kv_heads
+    if spec.attention_sizes_in_config:
+        attention.config = LayerSizesConfig(attention.config, heads, kv_heads)
 
 
 def apply_mask_layer_plan(layer: nn.Module, plan: MaskLayerPlan) -> None:

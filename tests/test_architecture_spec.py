@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 from tiny_models import tiny_model
-from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, Phi3Config, Phi3ForCausalLM
 
 from optimum_flap.accounting import decoder_linear_parameters, layer_cost
 from optimum_flap.architectures import (
@@ -27,7 +27,8 @@ SIZES = dict(hidden_size=32, intermediate_size=24, num_attention_heads=4, num_ke
 
 
 def test_specs_are_frozen_data_keyed_by_model_type():
-    assert sorted(ARCHITECTURES) == ["llama", "mistral", "qwen2", "qwen3"]
+    assert sorted(ARCHITECTURES) == ["gemma2", "gemma3_text", "granite", "llama", "mistral", "olmo2", "phi3", "qwen2",
+                                     "qwen3", "smollm3"]
     assert all(spec.model_type == name and spec.classes is not None for name, spec in ARCHITECTURES.items())
     with pytest.raises(dataclasses.FrozenInstanceError):
         LLAMA.query = "qkv"
@@ -35,8 +36,8 @@ def test_specs_are_frozen_data_keyed_by_model_type():
     assert QWEN3.per_head_norms == () and QWEN3.shared_head_norms == ("q_norm", "k_norm")
     assert QWEN2.config_has_bias(QWEN2.classes.stock_config_class(), "query")
     assert not QWEN2.bias_expressible("attention_output") and LLAMA.bias_expressible("mlp_output")
-    with pytest.raises(UnsupportedArchitectureError, match="phi3"):
-        get_architecture(Phi3Config(**SIZES))
+    with pytest.raises(UnsupportedArchitectureError, match="mixtral"):
+        get_architecture(MixtralConfig(**SIZES))
 
 
 def test_fused_roles_and_paths():

@@ -168,7 +168,8 @@ def test_unsupported_model_lists_supported_architectures():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
-    with pytest.raises(UnsupportedArchitectureError, match="model_type='gpt2'.*llama, mistral, qwen2, qwen3"):
+    supported = "gemma2, gemma3_text, granite, llama, mistral, olmo2, phi3, qwen2, qwen3, smollm3"
+    with pytest.raises(UnsupportedArchitectureError, match=f"model_type='gpt2'.*{supported}"):
         FlapPruner(FlapConfig(dataset=calibration_ids())).prune_model(model)
 
 

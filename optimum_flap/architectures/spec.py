@@ -59,6 +59,12 @@ class DecoderArchitecture:
     #: modules (relative to the attention block) of size head_dim shared by all heads: never cut (Qwen3's
     #: q_norm / k_norm)
     shared_head_norms: tuple[str, ...] = ()
+    #: the stock attention reads its head counts from its config at every forward (Phi-3's qkv split), so
+    #: a pruned layer's attention gets a config view with its own counts
+    attention_sizes_in_config: bool = False
+    #: why attention heads cannot be removed from this family (then every head group is kept and only
+    #: MLP channels are pruned), or None
+    head_removal_refused: str | None = None
     #: classes that load the stock and the per-layer checkpoint; None where checkpoints are not supported
     classes: ModelClasses | None = None
     layers_path: str = "model.layers"
@@ -109,6 +115,26 @@ class DecoderArchitecture:
     def projections(self, layer: nn.Module) -> dict[str, nn.Linear]:
         """role -> Linear of one decoder layer (fused roles map to the same module)."""
         return {role: layer.get_submodule(self.path(role)) for role in ROLES}
+
+    def output_widths(self, layer: nn.Module) -> dict[str, int]:
+        """role -> its output width in one decoder layer, a fused module's rows shared out in role order.
+
+        A fused module's height is a whole number of units: a head group (`group_size * head_dim` query
+        rows, `head_dim` key rows, `head_dim` value rows) or an MLP channel (a gate row and an up row).
+        """
+        group_size, head_dim = self.head_geometry(layer)
+        unit = {QUERY: group_size * head_dim, KEY: head_dim, VALUE: head_dim, GATE: 1, UP: 1}
+        widths: dict[str, int] = {}
+        for path, roles in self.projection_paths().items():
+            height = layer.get_submodule(path).out_features
+            if len(roles) == 1:
+                widths[roles[0]] = height
+                continue
+            count, rest = divmod(height, sum(unit[r] for r in roles))
+            if rest:
+                raise ValueError(f"{path}: {height} rows are not whole units of {', '.join(roles)}.")
+            widths.update({role: count * unit[role] for role in roles})
+        return widths
 
     def set_projection(self, layer: nn.Module, role: str, linear: nn.Linear) -> None:
         block = self.attention(layer) if role in ATTENTION_ROLES else self.mlp(layer)

@@ -121,22 +121,24 @@ def _measure(model: nn.Module, arch: DecoderArchitecture) -> _Measured:
     head_dim = _config_get(config, "head_dim") or (
         _config_get(config, "hidden_size") // _config_get(config, "num_attention_heads")
     )
-    if any(len(arch.fused_roles(role)) > 1 for role in ROLES):
-        raise CheckpointError(f"Checkpoints of fused-projection models ({arch.model_type}) are not supported yet.")
     any_bias = dict.fromkeys(ROLES, False)
     sizes = []
     for idx, layer in enumerate(arch.decoder_layers(model)):
         mods = arch.projections(layer)
-        q_out, kv_out, inter = mods[QUERY].out_features, mods[KEY].out_features, mods[GATE].out_features
-        if q_out % head_dim or kv_out % head_dim or mods[VALUE].out_features != kv_out:
+        try:  # fused projections (Phi-3) are shared out among their roles
+            widths = arch.output_widths(layer)
+        except ValueError as err:
+            raise CheckpointError(f"Layer {idx}: {err}") from err
+        q_out, kv_out, inter = widths[QUERY], widths[KEY], widths[GATE]
+        if q_out % head_dim or kv_out % head_dim or widths[VALUE] != kv_out:
             raise CheckpointError(
-                f"Layer {idx}: q_proj/k_proj/v_proj widths ({q_out}, {kv_out}, {mods[VALUE].out_features}) "
+                f"Layer {idx}: query/key/value widths ({q_out}, {kv_out}, {widths[VALUE]}) "
                 f"are not whole heads of head_dim={head_dim}."
             )
         heads, kv_heads = q_out // head_dim, kv_out // head_dim
         if (
             mods[ATTENTION_OUTPUT].in_features != q_out
-            or mods[UP].out_features != inter
+            or widths[UP] != inter
             or mods[MLP_OUTPUT].in_features != inter
             or heads < 1
             or kv_heads < 1
@@ -145,7 +147,7 @@ def _measure(model: nn.Module, arch: DecoderArchitecture) -> _Measured:
         ):
             raise CheckpointError(
                 f"Layer {idx}: inconsistent pruned shapes (heads={heads}, kv_heads={kv_heads}, "
-                f"o_proj in={mods[ATTENTION_OUTPUT].in_features}, gate/up/down={inter}/{mods[UP].out_features}/"
+                f"o_proj in={mods[ATTENTION_OUTPUT].in_features}, gate/up/down={inter}/{widths[UP]}/"
                 f"{mods[MLP_OUTPUT].in_features})."
             )
         sizes.append((heads, kv_heads, inter))
@@ -358,8 +360,8 @@ def save_pruned_model(
     """Save a pruned model (safetensors, patched config, tokenizer, recipe) to `save_directory`.
 
     Args:
-        model: a pruned `LlamaForCausalLM` / `MistralForCausalLM` / `Qwen2ForCausalLM` /
-            `Qwen3ForCausalLM` (or one reloaded from a pruned checkpoint). It is not modified.
+        model: a pruned causal LM of a supported family (`optimum_flap.architectures.ARCHITECTURES`), or
+            one reloaded from a pruned checkpoint. It is not modified.
         save_directory: target directory; created if missing. Must be absent or empty unless
             `overwrite=True`. Nothing appears there until the whole checkpoint is written.
         tokenizer: saved alongside when given, so `AutoTokenizer` loads from the same directory.

@@ -118,12 +118,10 @@ class CalibrationPipeline:
         embed_device = self.model.get_input_embeddings().weight.device
         if not self.dispatched and embed_device.type == "meta":
             raise ValueError("The model's embeddings are on the meta device; load real weights first.")
-        layer_types = {layer_attention_type(self.model.config, i) for i in range(len(self.layers))}
         moved = self._move_outside_layers(self.device)
         try:
             hidden, self.batches = capture_block_inputs(
-                self.model, self.layers[0], self.input_ids, self.batch_size,
-                self.device if moved else embed_device, layer_types,
+                self.model, self.layers, self.input_ids, self.batch_size, self.device if moved else embed_device,
             )
         finally:
             if moved:

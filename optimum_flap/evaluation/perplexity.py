@@ -7,7 +7,9 @@ the same way. So the protocol is spelled out here and returned with every number
 1. the test rows are joined with ``"\\n\\n"`` (as ``"\\n\\n".join(testdata["text"])`` in the papers);
 2. the joined text is tokenized once, with the tokenizer's default special tokens;
 3. it is cut into ``len(tokens) // seq_len`` non-overlapping windows of ``seq_len`` tokens (the
-   tail is dropped), optionally only the first ``max_windows``;
+   tail is dropped), optionally only the first ``max_windows``; where the tokenizer starts every text
+   with BOS (Gemma), the text is tokenized without it and each window is BOS followed by
+   ``seq_len - 1`` text tokens (``optimum_flap/bos.py``), since such models expect it;
 4. each window's loss is the mean next-token NLL over its ``seq_len - 1`` predicted tokens (what
    Hugging Face computes with ``labels=input_ids``);
 5. ``perplexity = exp(mean over windows of the window loss)``, which equals ``exp`` of the mean NLL
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..bos import added_bos_id, prepend_bos
 from ..data import check_token_ids, read_json_texts, read_text_file
 from ..data_files import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
 
@@ -53,6 +56,8 @@ class PerplexityResult:
     mean_nll: float = float("nan")
     #: length of the whole tokenized text, before cutting into windows
     total_tokens: int = 0
+    #: whether each window starts with the BOS token the tokenizer adds (then ``seq_len - 1`` text tokens)
+    bos_per_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for JSON reports."""
@@ -204,17 +209,20 @@ def perplexity(
     text, desc = _resolve_dataset(dataset)
     if not text.strip():
         raise ValueError(f"perplexity dataset {desc!r} holds no text (empty or whitespace only); give a text to score.")
-    ids = tokenizer(text, return_tensors="pt").input_ids.view(-1)
+    bos = added_bos_id(tokenizer)  # step 3: BOS then seq_len - 1 text tokens per window
+    special = {} if bos is None else {"add_special_tokens": False}
+    ids = tokenizer(text, return_tensors="pt", **special).input_ids.view(-1)
     vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
     if _is_count(vocab_size):
         check_token_ids(ids, vocab_size, purpose="evaluation")
+    width = seq_len - 1 if bos is not None else seq_len
     total = int(ids.numel())
-    num_windows = total // seq_len
+    num_windows = total // width
     if max_windows is not None:
         num_windows = min(num_windows, max_windows)
     if num_windows < 1:
         raise ValueError(f"the text has {total} tokens, fewer than one window of seq_len={seq_len}")
-    windows = ids[: num_windows * seq_len].view(num_windows, seq_len)
+    windows = prepend_bos(ids[: num_windows * width].view(num_windows, width), bos)
 
     was_training = model.training
     model.eval()
@@ -238,4 +246,5 @@ def perplexity(
         num_predicted_tokens=num_windows * (seq_len - 1),
         mean_nll=mean_nll,
         total_tokens=total,
+        bos_per_window=bos is not None,
     )

@@ -59,16 +59,22 @@ def build_decoder_layer(config, layer_idx, decoder_layer_class):
     return layer
 
 
-def init_decoder_model(model, config, decoder_layer_class, norm_class, rotary_class):
+def init_decoder_model(model, config, decoder_layer_class, norm_class, rotary_class, embedding_class=None):
     """Set up the modules of a stock `<Family>Model`, building each decoder layer at its own sizes.
 
     This mirrors the stock `<Family>Model.__init__`, which cannot be reused because it builds every
-    layer from the global config. The caller then sets any family-specific attribute and calls
-    `post_init()`.
+    layer from the global config. `embedding_class` is the family's scaled embedding (Gemma multiplies
+    the embeddings by sqrt(hidden_size)); a plain `nn.Embedding` otherwise. The caller then sets any
+    family-specific attribute and calls `post_init()`.
     """
     model.padding_idx = config.pad_token_id
     model.vocab_size = config.vocab_size
-    model.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, model.padding_idx)
+    if embedding_class is None:
+        model.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, model.padding_idx)
+    else:
+        model.embed_tokens = embedding_class(
+            config.vocab_size, config.hidden_size, model.padding_idx, embed_scale=config.hidden_size**0.5
+        )
     model.layers = nn.ModuleList(
         [build_decoder_layer(config, i, decoder_layer_class) for i in range(config.num_hidden_layers)]
     )
@@ -82,3 +88,4 @@ def init_causal_lm(model, config, base_model_class):
     model.model = base_model_class(config)
     model.vocab_size = config.vocab_size
     model.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+

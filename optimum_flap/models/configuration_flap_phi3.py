@@ -1,0 +1,44 @@
+"""Configuration of a Phi3 model pruned by optimum-flap (layers of different sizes).
+
+Copied next to the weights of a pruned checkpoint; imports only transformers (and huggingface_hub,
+which transformers itself depends on for its `@strict` configs).
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import Phi3Config
+
+from .flap_common import validate_layer_sizes
+
+
+@strict
+class FlapPhi3Config(Phi3Config):
+    """`Phi3Config` plus per-layer sizes.
+
+    The global sizes (`num_attention_heads`, `num_key_value_heads`, `intermediate_size`) are the dense
+    model's; each pruned layer's sizes are in `per_layer_config` (transformers' native per-layer
+    schema). `attention_output_bias` / `mlp_output_bias` add a bias to `o_proj` / `down_proj` only.
+    """
+
+    model_type = "flap_phi3"
+    #: the stock family this model is a pruned version of
+    base_model_type = "phi3"
+
+    attention_output_bias: bool = False
+    mlp_output_bias: bool = False
+    checkpoint_format: str = "flap-remote-code"
+
+    def validate_architecture(self):
+        """Check each layer's sizes instead of the dense `hidden_size % num_attention_heads` rule."""
+        validate_layer_sizes(self)
+
+    def validate_rope(self):
+        """The stock check sizes the rotary factors from the dense head count, which pruning keeps as global."""
+        allowed = self.allow_global_per_layer_attribute_access
+        self.allow_global_per_layer_attribute_access = True
+        try:
+            super().validate_rope()
+        finally:
+            self.allow_global_per_layer_attribute_access = allowed
+
+
+__all__ = ["FlapPhi3Config"]
