@@ -214,6 +214,7 @@ def recover(
 def _add_adapters(model, arch, ids, config, importance, args):
     """(PEFT model, LoraConfig, block ranks, importances, zero masks of the adapted weights)."""
     from peft import get_peft_model
+    from transformers import set_seed
 
     if config.rank_allocation == "importance" and importance is None:
         importance = recorded_importance(model)
@@ -225,6 +226,7 @@ def _add_adapters(model, arch, ids, config, importance, args):
                                for name, _ in block])
     if args.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
+    set_seed(config.seed)  # the adapters' random initialisation, so that a run is reproducible
     peft_model = get_peft_model(model, lora_config)
     logger.info("LoRA ranks per block: %s (%d adapter parameters)", ranks, lora_parameter_count(peft_model))
     return peft_model, lora_config, ranks, importance, masks
