@@ -207,3 +207,47 @@ def test_distillation_config_validation():
                          ({"finetuning": "adapters"}, "finetuning")]:
         with pytest.raises(ValueError, match=f"RecoveryConfig: invalid {name}="):
             RecoveryConfig(**fields)
+
+
+def test_recover_command_distils_saves_and_resumes(tmp_path, capsys):
+    import random
+    import shutil
+
+    from eval_fixtures import char_tokenizer, tiny_llama
+
+    from optimum_flap.checkpoint import load_pruned_model, save_pruned_model
+    from optimum_flap.commands.cli import main
+
+    tokenizer = char_tokenizer()
+    teacher = tiny_llama(len(tokenizer), max_positions=64)
+    teacher.save_pretrained(tmp_path / "dense")
+    tokenizer.save_pretrained(tmp_path / "dense")
+    student = copy.deepcopy(teacher)
+    ids = torch.randint(4, len(tokenizer), (8, 16), generator=torch.Generator().manual_seed(0)).tolist()
+    FlapPruner(FlapConfig(method="flap", pruning_ratio=0.3, dataset=ids, batch_size=4)).prune_model(student)
+    save_pruned_model(student, tmp_path / "pruned", tokenizer=tokenizer)
+    rng = random.Random(0)
+    words = [" ".join("".join(rng.choice("abcdefgh") for _ in range(5)) for _ in range(60)) for _ in range(40)]
+    (tmp_path / "train.txt").write_text("\n\n".join(words[:30]))
+    (tmp_path / "held_out.txt").write_text("\n\n".join(words[30:]))
+    command = ["recover", "--model", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"),
+               "--dataset", str(tmp_path / "train.txt"), "--seq-len", "16", "--steps", "4", "--batch-size", "2",
+               "--lr", "1e-3", "--rank", "4", "--top-k", "8", "--teacher-logits-cache", str(tmp_path / "cache"),
+               "--eval-steps", "2", "--eval-data", str(tmp_path / "held_out.txt"), "--eval-windows", "2",
+               "--save-steps", "2", "--logging-steps", "1", "--cpu", "--output", str(tmp_path / "out")]
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert "held-out perplexity at step 4" in printed and "distillation" in printed
+    recovered = load_pruned_model(tmp_path / "out")
+    assert recovered.config.recovery["objective"] == "distillation" and recovered.config.recovery["steps"] == 4
+    checkpoints = tmp_path / "out-checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint-2", "checkpoint-4"]
+    shutil.rmtree(checkpoints / "checkpoint-4")  # as if interrupted after step 3
+    assert main(command + ["--resume", "--overwrite"]) == 0
+    resumed = load_pruned_model(tmp_path / "out")
+    window = torch.tensor(ids[:2])
+    with torch.no_grad():
+        torch.testing.assert_close(resumed(window).logits, recovered(window).logits, atol=1e-4, rtol=1e-4)
+    assert main(["recover", "--model", str(tmp_path / "pruned"), "--teacher", str(tmp_path / "dense"),
+                 "--objective", "language-modeling", "--output", str(tmp_path / "x")]) == 2
+    assert "--teacher is only used with --objective distillation" in capsys.readouterr().err

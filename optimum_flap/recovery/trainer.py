@@ -17,8 +17,9 @@ from .sparsity import apply_zero_masks
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced an inf or NaN loss: the learning rate is too high, or the data or model is broken."""
+class NonFiniteLossError(ValueError):
+    """Training produced an inf or NaN loss: a recipe value (the learning rate) is too high, or the model's
+    weights or the data are broken. A ValueError, as the fix is in the input."""
 
 
 class DistillationTrainer(Trainer):
