@@ -7,7 +7,7 @@ only in the loss (next-token cross-entropy against T^2 x KL from the dense model
 recovered model is scored on WikiText-2 test and on held-out C4 documents (the last `--c4-eval-docs` of the
 sample, never used for calibration or training). The largest budget of each run also logs held-out
 WikiText-2 perplexity every `--curve-every` steps, to find the step where distillation reaches the
-language-modelling run's final perplexity.
+language-modelling run's final perplexity on the same curve windows (`--seq-len` tokens each).
 
 Wall time per step and peak memory of the three ways to train (language-modelling loss, distillation with
 the teacher in memory, distillation from the teacher-logits cache) are measured in fresh processes
@@ -209,7 +209,8 @@ def summarise(rows, curves, dense_ppl, largest: int) -> list[dict]:
         if set(final) != set(OBJECTIVES):
             continue
         lm_final = final["language-modeling"]["wikitext2"]
-        reach = first_step_reaching(curves.get(f"{variant} distillation", []), lm_final)
+        lm_curve = curves.get(f"{variant} language-modeling")  # same windows as the distillation curve
+        reach = first_step_reaching(curves.get(f"{variant} distillation", []), lm_curve[-1][1]) if lm_curve else None
         out.append({"variant": variant, "steps": largest, "lm_wikitext2": lm_final,
                     "distillation_wikitext2": final["distillation"]["wikitext2"],
                     "distillation_over_dense": final["distillation"]["wikitext2"] / dense_ppl["wikitext2"],

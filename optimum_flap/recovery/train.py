@@ -66,7 +66,7 @@ class RecoveryResult:
     ranks: list[int]
     importance: list[float] | None
     adapter_parameters: int
-    train_seconds: float
+    train_seconds: float  # Trainer.train wall time, the periodic held-out evaluation left out
     merged: bool
     log_history: list[dict[str, Any]] = field(default_factory=list)
     trainable_parameters: int = 0
@@ -181,15 +181,17 @@ def recover(
             masks = zero_masks(model)
         trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
         callbacks = [StopOnNonFiniteLoss()]
+        held_out = None
         if config.eval_steps:
-            callbacks.append(HeldOutPerplexity(config.eval_steps, config.eval_dataset, tokenizer, config.seq_len,
-                                               config.eval_windows, config.batch_size))
+            held_out = HeldOutPerplexity(config.eval_steps, config.eval_dataset, tokenizer, config.seq_len,
+                                         config.eval_windows, config.batch_size)
+            callbacks.append(held_out)
         if config.finetuning == "full" and masks:
             callbacks.append(KeepZeros(masks))
         trainer = _trainer(trained, args, TokenWindows(ids, teacher_cache), callbacks, config, teacher)
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start - (held_out.seconds if held_out else 0.0)
         trained = trainer.model
         trained.eval()
         result_model: nn.Module = trained

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import torch
@@ -89,15 +90,18 @@ class HeldOutPerplexity(TrainerCallback):
             ids = torch.as_tensor(dataset, dtype=torch.long)[:windows]
             self._score = lambda model: math.exp(window_nlls(model, ids, batch_size).mean().item())
         self.every = every
+        self.seconds = 0.0  # time spent evaluating, so that callers can leave it out of the training time
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is None or state.global_step % self.every:
             return
         was_training = model.training
+        start = time.perf_counter()
         try:
             value = self._score(model)
         finally:
             model.train(was_training)
+            self.seconds += time.perf_counter() - start
         entry = {"step": state.global_step, "eval_perplexity": value}
         state.log_history.append(entry)
         if state.is_world_process_zero:
