@@ -92,8 +92,6 @@ def recipe(args, train_docs, steps: int, objective: str, teacher=None, **overrid
 
 def probe(pruned_dir: str, teacher_dir: str, config_dict: dict, result_queue) -> None:
     """In a fresh process: train `config_dict` on the saved pruned model; report s/step and peak memory."""
-    import resource
-
     from transformers import AutoTokenizer
 
     from optimum_flap.checkpoint import load_pruned_model
@@ -104,10 +102,22 @@ def probe(pruned_dir: str, teacher_dir: str, config_dict: dict, result_queue) ->
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = recover(model, tokenizer, RecoveryConfig.from_dict(config_dict))
-    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak = {"peak_rss_mb": peak_rss_mb()}
     if torch.cuda.is_available():
         peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     result_queue.put({"seconds_per_step": result.seconds_per_step, **peak})
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM on Linux (getrusage's maxrss survives exec, so a spawned
+    child would report its parent's peak), getrusage elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_probes(args, dense_dir, tokenizer, dense, pruned_model, train_docs) -> list[dict]:
