@@ -148,7 +148,7 @@ def run_probes(args, dense_dir, tokenizer, dense, pruned_model, train_docs) -> l
             process.join()
             row = {"mode": name, "steps": args.probe_steps, "top_k": extra.get("distill_top_k"), **measured}
             if "teacher_logits_cache" in extra:
-                row.update(cache_mb=round(cache_mb, 1), cache_build_seconds=round(build_seconds, 1))
+                row.update(cache_mb=round(cache_mb, 3), cache_build_seconds=round(build_seconds, 1))
             rows.append(row)
             print(f"probe {name}: {row['seconds_per_step']:.3f} s/step, peak RSS {row['peak_rss_mb']:.0f} MB",
                   flush=True)
