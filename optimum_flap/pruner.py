@@ -174,10 +174,13 @@ class FlapPruner:
 
     @staticmethod
     def recover(model: nn.Module, tokenizer: Any, recovery_config: Any, **kwargs: Any) -> nn.Module:
-        """LoRA recovery fine-tuning of a pruned model; returns it merged (or the PEFT model with `merge=False`).
+        """Recovery fine-tuning of a pruned model (LoRA or full; next-token labels, or distillation from the
+        dense model with `RecoveryConfig(objective="distillation", teacher=...)`); returns it merged (or the
+        PEFT model with `merge=False`).
 
         Keyword arguments (`merge`, `save_directory`, `resume_from_checkpoint`, ...) go to
-        `optimum_flap.recovery.recover`, which returns the full `RecoveryResult`.
+        `optimum_flap.recovery.recover`, which returns the full `RecoveryResult` (timings, log history with
+        the periodic held-out perplexities).
         """
         from .recovery import recover
 

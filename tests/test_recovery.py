@@ -152,3 +152,70 @@ def test_pruner_recover_is_a_thin_wrapper(tmp_path):
     model = pruned("wanda-sp")
     out = FlapPruner.recover(model, None, recipe(tmp_path, rank_allocation="uniform", max_steps=1))
     assert type(out).__name__ == "LlamaForCausalLM" and out.config.recovery["ranks"] == [4, 4, 4]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), float("-inf")])
+@pytest.mark.parametrize("field", ["learning_rate", "alpha", "dropout", "num_train_epochs", "max_rank_factor",
+                                   "rank_temperature"])
+def test_recovery_config_refuses_non_finite_floats(field, value):
+    with pytest.raises(ValueError, match=f"RecoveryConfig: invalid {field}={value!r}; allowed: .*finite"):
+        RecoveryConfig(**{field: value})
+
+
+def test_training_stops_on_a_non_finite_loss(tmp_path):
+    from optimum_flap.recovery import NonFiniteLossError
+
+    model = pruned("cfsp")
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="Training loss became nan at step 1"):
+        recover(model, None, recipe(tmp_path, logging_steps=1))
+
+
+def test_default_output_dir_leaves_nothing_behind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = recipe(tmp_path, max_steps=2)
+    config.output_dir = None
+    config.validate()
+    result = recover(pruned("cfsp"), None, config)
+    assert result.steps == 2 and os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="invalid output_dir=None; allowed: a directory path when save_steps=2"):
+        RecoveryConfig(save_steps=2)
+
+
+def _sparsify(model, pattern):
+    """Zero half of every decoder Linear weight: at random (unstructured) or 2 of every 4 inputs (2:4)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.model.layers.modules():
+            if isinstance(module, torch.nn.Linear):
+                weight = module.weight
+                if pattern == "2:4":
+                    groups = weight.view(weight.shape[0], -1, 4)
+                    smallest = groups.abs().argsort(dim=-1)[..., :2]
+                    groups.scatter_(-1, smallest, 0.0)
+                else:
+                    weight.mul_(torch.rand(weight.shape, generator=generator) >= 0.5)
+    return model
+
+
+@pytest.mark.parametrize("finetuning", ["lora", "full"])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_recovery_keeps_the_zeros_of_sparse_weights(tmp_path, pattern, finetuning):
+    model = _sparsify(pruned("flap", round_to=4), pattern)  # widths in multiples of 4 for the 2:4 groups
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n}
+    before = {n: m.weight.detach().clone() for n, m in linears.items()}
+    zeros = {n: w == 0 for n, w in before.items()}
+    assert all(0.45 < z.float().mean() < 0.6 for z in zeros.values())
+    config = recipe(tmp_path, finetuning=finetuning, learning_rate=2e-2 if finetuning == "lora" else 1e-3,
+                    train_biases=True)
+    result = recover(model, None, config)
+    after = {n: m.weight for n, m in result.model.named_modules() if n in linears}
+    assert set(after) == set(linears)
+    for name, weight in after.items():
+        assert torch.count_nonzero(weight[zeros[name]]) == 0, name
+    changed = [n for n in after if not torch.allclose(after[n][~zeros[n]], before[n][~zeros[n]])]
+    assert len(changed) == len(after)  # training did change every kept weight matrix
+    if pattern == "2:4":
+        for weight in after.values():
+            assert (weight.view(weight.shape[0], -1, 4) != 0).sum(-1).max() <= 2

@@ -399,6 +399,10 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None],
      "rounds (medians), with the speed-up each would have if time scaled with parameter bytes.",
      add_benchmark_arguments, run_benchmark),
 )
+from . import recover as _recover  # noqa: E402
+
+COMMANDS += (("recover", "fine-tune a pruned model, optionally distilled from the dense one", _recover.__doc__,
+              _recover.add_arguments, _recover.run),)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:

@@ -1,0 +1,117 @@
+"""The teacher's top-k next-token logits of the training windows, computed once and kept on disk.
+
+With the cache the teacher runs once over the training data before training, and is not in memory while
+the student trains. Each shard is a safetensors file of `SHARD_SEQUENCES` windows holding `values`
+(float32, `[n, seq_len - 1, k]`) and `indices` (int32, same shape): 8 bytes per token per k, e.g. k = 64
+costs 512 bytes a token, 210 MB for 800 steps x 4 windows x 128 tokens (the full distribution of a
+49,152-token vocabulary would cost 196 KB a token). A metadata file written last records the fingerprint
+of the windows (a SHA-256 of their token ids), k and the vocabulary size: a cache is reused only for
+exactly the same windows and k, and refused otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .distillation import teacher_logits, teacher_targets
+
+METADATA_FILE = "teacher_logits.json"
+SHARD_SEQUENCES = 256
+BYTES_PER_TOKEN_PER_K = 8  # float32 value + int32 index
+
+
+def fingerprint(input_ids: torch.Tensor) -> str:
+    """SHA-256 of the training windows' token ids (shape included)."""
+    ids = input_ids.to(torch.int64).contiguous()
+    digest = hashlib.sha256(str(tuple(ids.shape)).encode())
+    digest.update(ids.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class TeacherLogitsCache:
+    """Read access to a complete cache directory: `cache[i]` is window i's `(values, indices)`."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        from safetensors import safe_open
+
+        self.directory = Path(directory)
+        with open(self.directory / METADATA_FILE, encoding="utf-8") as f:
+            self.metadata = json.load(f)
+        self._shards = [safe_open(str(self.directory / name), framework="pt") for name in self.metadata["shards"]]
+
+    def __len__(self) -> int:
+        return int(self.metadata["num_sequences"])
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shard, row = divmod(int(idx), int(self.metadata["shard_sequences"]))
+        handle = self._shards[shard]
+        return handle.get_slice("values")[row:row + 1][0], handle.get_slice("indices")[row:row + 1][0]
+
+    @classmethod
+    def ensure(
+        cls,
+        directory: str | os.PathLike,
+        input_ids: torch.Tensor,
+        top_k: int,
+        vocab_size: int,
+        get_teacher: Callable[[], nn.Module],
+        batch_size: int = 4,
+        device: torch.device | str | None = None,
+    ) -> TeacherLogitsCache:
+        """Open the cache of `input_ids` in `directory`, computing it first (with `get_teacher()`) if absent.
+
+        Raises `ValueError` when `directory` holds a cache of other windows, another k or another vocabulary.
+        """
+        directory = Path(directory)
+        expected = {"fingerprint": fingerprint(input_ids), "top_k": int(top_k), "vocab_size": int(vocab_size),
+                    "num_sequences": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1])}
+        meta_path = directory / METADATA_FILE
+        if meta_path.is_file():
+            with open(meta_path, encoding="utf-8") as f:
+                found = json.load(f)
+            different = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+            if different:
+                listed = ", ".join(f"{k}: cached {a!r}, now {b!r}" for k, (a, b) in different.items())
+                raise ValueError(f"teacher_logits_cache {directory} holds logits of other training windows or "
+                                 f"settings ({listed}); use another directory or delete it.")
+            return cls(directory)
+        cls._build(directory, input_ids, top_k, get_teacher(), batch_size, device, expected)
+        return cls(directory)
+
+    @staticmethod
+    def _build(directory: Path, input_ids: torch.Tensor, top_k: int, teacher: nn.Module, batch_size: int,
+               device: torch.device | str | None, metadata: dict) -> None:
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        device = device or next(teacher.parameters()).device
+        teacher.to(device)
+        shards = []
+        bar = tqdm(total=input_ids.shape[0], desc=f"teacher top-{top_k} logits", unit="seq")
+        for shard_start in range(0, input_ids.shape[0], SHARD_SEQUENCES):
+            values, indices = [], []
+            for start in range(shard_start, min(shard_start + SHARD_SEQUENCES, input_ids.shape[0]), batch_size):
+                stop = min(start + batch_size, shard_start + SHARD_SEQUENCES, input_ids.shape[0])
+                logits = teacher_logits(teacher, input_ids[start:stop].to(device))
+                top_values, top_indices = teacher_targets(logits, top_k)
+                values.append(top_values.cpu())
+                indices.append(top_indices.cpu() if top_indices is not None else
+                               torch.arange(logits.shape[-1], dtype=torch.int32).expand_as(logits).clone())
+                bar.update(stop - start)
+            name = f"shard-{len(shards):05d}.safetensors"
+            save_file({"values": torch.cat(values).contiguous(), "indices": torch.cat(indices).contiguous()},
+                      str(directory / name))
+            shards.append(name)
+        bar.close()
+        metadata = {**metadata, "shards": shards, "shard_sequences": SHARD_SEQUENCES,
+                    "bytes_per_token": BYTES_PER_TOKEN_PER_K * top_k}
+        with open(directory / METADATA_FILE, "w", encoding="utf-8") as f:  # last: marks the cache complete
+            json.dump(metadata, f, indent=2)
