@@ -1,47 +1,52 @@
 """Recovery of pruned models with the transformers Trainer: CFSP's importance-guided LoRA (PEFT) or full
-fine-tuning, on next-token labels or distilled from the dense model."""
+fine-tuning, on next-token labels or distilled from the dense model.
 
-from .configuration import DEFAULT_TARGET_MODULES, FINETUNING, OBJECTIVES, RANK_ALLOCATIONS, RecoveryConfig
-from .distillation import check_same_tokenizer, distillation_loss, load_teacher, teacher_targets
-from .lora import (
-    adapted_modules,
-    block_costs,
-    build_lora_config,
-    layer_ranks,
-    lora_parameter_count,
-    measure_importance,
-    recorded_importance,
-)
-from .sparsity import apply_zero_masks, zero_masks
-from .teacher_cache import TeacherLogitsCache
-from .train import RECOVERY_KEY, RecoveryResult, TokenWindows, recover, training_arguments
-from .trainer import DistillationTrainer, NonFiniteLossError
+The names below are imported on first access, so `RecoveryConfig` (and the command line's `--help`)
+does not pay for torch, transformers and peft.
+"""
 
-__all__ = [
-    "DEFAULT_TARGET_MODULES",
-    "FINETUNING",
-    "OBJECTIVES",
-    "RANK_ALLOCATIONS",
-    "RECOVERY_KEY",
-    "DistillationTrainer",
-    "NonFiniteLossError",
-    "RecoveryConfig",
-    "RecoveryResult",
-    "TeacherLogitsCache",
-    "TokenWindows",
-    "adapted_modules",
-    "apply_zero_masks",
-    "block_costs",
-    "build_lora_config",
-    "check_same_tokenizer",
-    "distillation_loss",
-    "load_teacher",
-    "teacher_targets",
-    "zero_masks",
-    "layer_ranks",
-    "lora_parameter_count",
-    "measure_importance",
-    "recorded_importance",
-    "recover",
-    "training_arguments",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> module defining it
+_EXPORTS = {
+    "DEFAULT_TARGET_MODULES": ".configuration",
+    "FINETUNING": ".configuration",
+    "OBJECTIVES": ".configuration",
+    "RANK_ALLOCATIONS": ".configuration",
+    "RecoveryConfig": ".configuration",
+    "check_same_tokenizer": ".distillation",
+    "distillation_loss": ".distillation",
+    "load_teacher": ".distillation",
+    "teacher_targets": ".distillation",
+    "adapted_modules": ".lora",
+    "block_costs": ".lora",
+    "build_lora_config": ".lora",
+    "layer_ranks": ".lora",
+    "lora_parameter_count": ".lora",
+    "measure_importance": ".lora",
+    "recorded_importance": ".lora",
+    "apply_zero_masks": ".sparsity",
+    "zero_masks": ".sparsity",
+    "TeacherLogitsCache": ".teacher_cache",
+    "RECOVERY_KEY": ".train",
+    "RecoveryResult": ".train",
+    "TokenWindows": ".train",
+    "recover": ".train",
+    "training_arguments": ".train",
+    "DistillationTrainer": ".trainer",
+    "NonFiniteLossError": ".trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_EXPORTS)

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..recipe import Recipe, is_int
+
+if TYPE_CHECKING:
+    from torch import nn
 
 RANK_ALLOCATIONS = ("importance", "uniform")
 OBJECTIVES = ("language-modeling", "distillation")
 FINETUNING = ("lora", "full")
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _is_module(value: Any) -> bool:
+    """A torch module; without torch imported nothing can be one (this module must not import torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
 
 
 def _is_number(value: Any) -> bool:
@@ -207,7 +215,7 @@ class RecoveryConfig(Recipe):
         if not distilling and (self.teacher is not None or self.teacher_logits_cache is not None):
             field = "teacher" if self.teacher is not None else "teacher_logits_cache"
             raise self._fail(field, getattr(self, field), "None unless objective='distillation'")
-        if self.teacher is not None and not (isinstance(self.teacher, nn.Module)
+        if self.teacher is not None and not (_is_module(self.teacher)
                                              or (isinstance(self.teacher, str) and self.teacher)):
             raise self._fail("teacher", self.teacher, "a checkpoint directory or a model")
         if not _is_number(self.distill_weight) or not 0 <= self.distill_weight <= 1:
@@ -222,12 +230,12 @@ class RecoveryConfig(Recipe):
     def to_dict(self) -> dict[str, Any]:
         """As `Recipe.to_dict`; an in-memory teacher or held-out set is summarised, never copied."""
         teacher = self.teacher
-        self.teacher = None if isinstance(teacher, nn.Module) else teacher
+        self.teacher = None if _is_module(teacher) else teacher
         try:
             out = super().to_dict()
         finally:
             self.teacher = teacher
-        if isinstance(teacher, nn.Module):
+        if _is_module(teacher):
             out["teacher"] = f"<in-memory: {type(teacher).__name__}>"
         if not isinstance(self.eval_dataset, str):
             out["eval_dataset"] = f"<in-memory: {len(self.eval_dataset)} items>"
