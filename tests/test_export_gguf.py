@@ -203,3 +203,71 @@ def test_rejects_bad_options(pruned_llama, tmp_path):
         to_gguf(pruned_llama, tmp_path / "x.gguf", outtype="q3")
     with pytest.raises(GGUFExportError, match="pad_to=0"):
         to_gguf(pruned_llama, tmp_path / "x.gguf", pad_to=0)
+
+
+def test_command_exports_a_saved_checkpoint(pruned_llama, tmp_path, capsys):
+    from optimum_flap.checkpoint import save_pruned_model
+    from optimum_flap.commands.cli import main
+
+    save_pruned_model(pruned_llama, tmp_path / "ckpt", tokenizer=byte_level_tokenizer())
+    output = tmp_path / "model.gguf"
+    assert main(["export-gguf", "--model", str(tmp_path / "ckpt"), "--output", str(output), "--outtype", "q8_0"]) == 0
+    assert "llama.cpp architecture deci, q8_0" in capsys.readouterr().out
+    assert fields(gguf.GGUFReader(output))["deci.feed_forward_length"] == [64, 96, 96]
+    assert main(["export-gguf", "--model", str(tmp_path / "ckpt"), "--output", str(output)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# llama.cpp itself (llama-cpp-python builds from source: these run only where it is installed)
+# ---------------------------------------------------------------------------------------------------
+
+CASES = {
+    "llama-deci": (lambda: ckpt_make_pruned(ckpt_tiny_model("llama"), [(2, 40), (1, 70), (2, 96)]), "deci"),
+    "mistral-uniform": (lambda: ckpt_make_pruned(ckpt_tiny_model("mistral"), [(1, 48)] * 3), "llama"),
+    "qwen2-deci": (lambda: ckpt_make_pruned(ckpt_tiny_model("qwen2"), [(2, 40), (1, 70), (1, 96)]), "deci"),
+    "qwen2-dense": (lambda: ckpt_tiny_model("qwen2"), "qwen2"),
+}
+
+
+def _llama(path, n_ctx: int = 64):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, n_threads=1, verbose=False, seed=0)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_llama_cpp_matches_transformers(case, tmp_path):
+    pytest.importorskip("llama_cpp")
+    build, architecture = CASES[case]
+    tokenizer = byte_level_tokenizer()
+    model = with_vocab(build(), tokenizer)
+    assert to_gguf(model, tmp_path / "m.gguf", outtype="f32", tokenizer=tokenizer) == architecture
+    llm = _llama(tmp_path / "m.gguf")
+    ids = tokenizer(TEXTS[0])["input_ids"]
+    llm.eval(ids)
+    ours = np.asarray(llm.scores[: len(ids)])
+    with torch.no_grad():
+        reference = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(ours - reference).max() < 1e-3
+    with torch.no_grad():
+        greedy = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, min_new_tokens=12,
+                                eos_token_id=None)[0, len(ids):].tolist()
+    llm.reset()
+    generated = []
+    for token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        generated.append(token)
+        if len(generated) == 12:
+            break
+    assert generated == greedy
+
+
+@pytest.mark.parametrize("make_tokenizer", [byte_level_tokenizer, sentencepiece_tokenizer])
+def test_llama_cpp_tokenizes_like_transformers(make_tokenizer, tmp_path):
+    pytest.importorskip("llama_cpp")
+    tokenizer = make_tokenizer()
+    to_gguf(with_vocab(ckpt_tiny_model("llama"), tokenizer), tmp_path / "t.gguf", outtype="f32", tokenizer=tokenizer)
+    llm = _llama(tmp_path / "t.gguf")
+    for text in [*TEXTS, "  leading spaces and\ttabs\nnew lines", "unseen wörds ünïcode 🙂 9876543210"]:
+        expected = tokenizer(text)["input_ids"]
+        add_bos = bool(expected) and expected[0] == tokenizer.bos_token_id
+        assert llm.tokenize(text.encode(), add_bos=add_bos, special=False) == expected, text

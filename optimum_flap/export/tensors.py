@@ -20,11 +20,19 @@ import torch
 from torch import nn
 
 from ..architectures import DecoderArchitecture
-from ..surgery import attention_geometry
 
 
 class GGUFExportError(ValueError):
     """A model (or an export option) that the GGUF file cannot represent exactly."""
+
+
+def head_dim(config) -> int:
+    """Size of one attention head.
+
+    Not `surgery.attention_geometry`: a reloaded per-layer checkpoint's config refuses reads of the global
+    head counts, and its `head_dim` is always explicit.
+    """
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 @dataclass(frozen=True)
@@ -38,17 +46,17 @@ class LayerSizes:
 
 def measure_layers(model: nn.Module, arch: DecoderArchitecture) -> list[LayerSizes]:
     """Each layer's widths; refuses the layers llama.cpp would load but compute differently."""
-    _, _, head_dim = attention_geometry(model.config)
+    size = head_dim(model.config)
     sizes = []
     for index, layer in enumerate(arch.decoder_layers(model)):
         attention, mlp = arch.attention(layer), arch.mlp(layer)
         query_rows = getattr(attention, arch.query).out_features
         key_rows = getattr(attention, arch.key).out_features
         ffn_width = getattr(mlp, arch.gate).out_features
-        if query_rows % head_dim or key_rows % head_dim:
+        if query_rows % size or key_rows % size:
             raise GGUFExportError(f"layer {index}: q/k projections ({query_rows}, {key_rows} rows) are not whole "
-                                  f"heads of head_dim={head_dim}")
-        heads, kv_heads = query_rows // head_dim, key_rows // head_dim
+                                  f"heads of head_dim={size}")
+        heads, kv_heads = query_rows // size, key_rows // size
         if heads == 0 or kv_heads == 0 or ffn_width == 0:
             # deci reads 0 heads / 0 channels as Nemotron's attention-free / FFN-free blocks, which skip
             # the residual differently from a transformers layer with an empty projection
@@ -83,9 +91,9 @@ def pad_columns(tensor: torch.Tensor, columns: int) -> torch.Tensor:
 
 def interleave_rotary_rows(tensor: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Reorder each head's rows from rotate-half pairs (i, i + d/2) to neighbour pairs (2i, 2i + 1)."""
-    head_dim = tensor.shape[0] // num_heads
+    half = tensor.shape[0] // num_heads // 2
     rest = tensor.shape[1:]
-    return tensor.reshape(num_heads, 2, head_dim // 2, *rest).transpose(1, 2).reshape(tensor.shape)
+    return tensor.reshape(num_heads, 2, half, *rest).transpose(1, 2).reshape(tensor.shape)
 
 
 def _linear(module: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:

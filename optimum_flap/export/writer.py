@@ -27,8 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..architectures import UnsupportedArchitectureError, get_architecture
-from ..surgery import attention_geometry
-from .tensors import GGUFExportError, LayerSizes, decoder_tensors, measure_layers, padded_width
+from .tensors import GGUFExportError, LayerSizes, decoder_tensors, head_dim, measure_layers, padded_width
 from .tokenizer import add_tokenizer
 
 #: types written directly by the `gguf` library
@@ -100,18 +99,17 @@ def choose_architecture(model: nn.Module, family: str, sizes: list[LayerSizes]) 
         return "deci"
     if family != "qwen2":
         return "llama"
-    _, _, head_dim = attention_geometry(model.config)
-    dense_width = sizes[0].num_heads * head_dim == model.config.hidden_size
+    dense_width = sizes[0].num_heads * head_dim(model.config) == model.config.hidden_size
     output_bias = _has_bias(model, "o_proj") or _has_bias(model, "down_proj")
     return "qwen2" if dense_width and not output_bias else "deci"
 
 
-def _rope_frequency_factors(model: nn.Module, head_dim: int, theta: float) -> np.ndarray | None:
+def _rope_frequency_factors(model: nn.Module, size: int, theta: float) -> np.ndarray | None:
     """llama.cpp's `rope_freqs` (default frequency / model frequency) for scaled RoPE, None when unscaled."""
     rotary = model.get_submodule("model.rotary_emb")
     if getattr(rotary, "attention_scaling", 1.0) != 1.0:
         raise GGUFExportError("RoPE scaling with an attention factor (YaRN, LongRoPE) cannot be written")
-    default = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    default = 1.0 / theta ** (torch.arange(0, size, 2, dtype=torch.float64) / size)
     factors = default / rotary.inv_freq.detach().double().cpu()
     if torch.allclose(factors, torch.ones_like(factors), rtol=1e-6):
         return None
@@ -126,7 +124,7 @@ def _rope_theta(config: Any) -> float:
 def _add_hyperparameters(writer: gguf.GGUFWriter, model: nn.Module, sizes: list[LayerSizes], pad_to: int,
                          per_layer: bool) -> None:
     config = model.config
-    _, _, head_dim = attention_geometry(config)
+    size = head_dim(config)
     heads = [s.num_heads for s in sizes]
     kv_heads = [s.num_kv_heads for s in sizes]
     widths = [padded_width(s.ffn_width, pad_to) for s in sizes]
@@ -137,9 +135,9 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, model: nn.Module, sizes: list[
     writer.add_head_count(heads if per_layer else heads[0])
     writer.add_head_count_kv(kv_heads if per_layer else kv_heads[0])
     # llama.cpp would derive the head size from layer 0 (hidden / heads), wrong once heads are pruned
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_key_length(size)
+    writer.add_value_length(size)
+    writer.add_rope_dimension_count(size)
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     writer.add_vocab_size(int(config.vocab_size))
@@ -174,8 +172,7 @@ def _write_file(path: Path, model: nn.Module, tokenizer: Any, outtype: str, pad_
         add_tokenizer(writer, tokenizer, Path(tokenizer_dir), int(config.vocab_size))
     tensors: Iterable[tuple[str, torch.Tensor]] = decoder_tensors(
         model, arch, sizes, pad_to, interleave_rotary=llama_arch != "qwen2")
-    _, _, head_dim = attention_geometry(config)
-    factors = _rope_frequency_factors(model, head_dim, _rope_theta(config))
+    factors = _rope_frequency_factors(model, head_dim(config), _rope_theta(config))
     if factors is not None:
         writer.add_tensor("rope_freqs.weight", factors)
     with torch.no_grad():
