@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import CKPT_HEAD_DIM, CKPT_HIDDEN, ckpt_make_pruned, ckpt_tiny_model
+from tokenizers import ByteLevelBPETokenizer
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 from transformers.models.llama.modeling_llama import rotate_half
@@ -21,11 +22,24 @@ TEXTS = ["the quick brown fox jumps over the lazy dog", "pruned models run fast 
          "hello world, hello llama", "Tokenizers split text into pieces: 42 apples!"]
 
 
-def byte_level_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE (GPT-2 split rule) trained locally on a few sentences, SmolLM2-style specials."""
-    from tokenizers import ByteLevelBPETokenizer
+def byte_level_tokenizer(split: str = "gpt-2") -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained locally on a few sentences, SmolLM2-style specials.
+
+    `split` picks the pre-tokenizer: GPT-2's regex, SmolLM's single digits, or Llama 3's / Qwen2's regex.
+    """
+    from tokenizers import Regex, pre_tokenizers
+
+    from optimum_flap.export.tokenizer import LLAMA3_SPLIT, QWEN2_SPLIT
 
     backend = ByteLevelBPETokenizer()
+    if split == "smollm":
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                         pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    elif split in ("llama-bpe", "qwen2"):
+        pattern = Regex(LLAMA3_SPLIT if split == "llama-bpe" else QWEN2_SPLIT)
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(pattern, behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     backend.train_from_iterator(TEXTS * 20, vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>",
                                                                             "<|im_end|>"], show_progress=False)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend._tokenizer, bos_token="<|im_start|>",
@@ -190,7 +204,7 @@ def test_sentencepiece_tokenizer_metadata(tmp_path):
 @pytest.mark.parametrize(("build", "message"), [
     (lambda: ckpt_tiny_model("qwen3"), "q_norm"),
     (lambda: ckpt_make_pruned(ckpt_tiny_model("llama"), [(2, 40), (2, 0), (2, 96)]), "without heads or FFN"),
-])
+], ids=["qwen3", "layer-without-ffn"])
 def test_refuses_what_llama_cpp_would_compute_differently(build, message, tmp_path):
     tokenizer = byte_level_tokenizer()
     with pytest.raises(GGUFExportError, match=message):
@@ -232,7 +246,9 @@ CASES = {
 
 def _llama(path, n_ctx: int = 64):
     llama_cpp = pytest.importorskip("llama_cpp")
-    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, n_threads=1, verbose=False, seed=0)
+    # float32 KV cache: llama.cpp's default f16 cache alone moves these logits by ~5e-3
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, n_threads=1, verbose=False, seed=0,
+                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -248,6 +264,7 @@ def test_llama_cpp_matches_transformers(case, tmp_path):
     ours = np.asarray(llm.scores[: len(ids)])
     with torch.no_grad():
         reference = model(torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(reference).max() > 1.0  # logits far from uniform, so the comparison means something
     assert np.abs(ours - reference).max() < 1e-3
     with torch.no_grad():
         greedy = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, min_new_tokens=12,
@@ -261,10 +278,17 @@ def test_llama_cpp_matches_transformers(case, tmp_path):
     assert generated == greedy
 
 
-@pytest.mark.parametrize("make_tokenizer", [byte_level_tokenizer, sentencepiece_tokenizer])
-def test_llama_cpp_tokenizes_like_transformers(make_tokenizer, tmp_path):
+@pytest.mark.parametrize("split", ["gpt-2", "smollm", "llama-bpe", "qwen2"])
+def test_byte_level_pre_tokenizer_names(split, tmp_path):
+    tokenizer = byte_level_tokenizer(split)
+    to_gguf(with_vocab(ckpt_tiny_model("llama"), tokenizer), tmp_path / "t.gguf", outtype="f32", tokenizer=tokenizer)
+    assert fields(gguf.GGUFReader(tmp_path / "t.gguf"))["tokenizer.ggml.pre"] == split
+
+
+@pytest.mark.parametrize("kind", ["gpt-2", "smollm", "llama-bpe", "qwen2", "sentencepiece"])
+def test_llama_cpp_tokenizes_like_transformers(kind, tmp_path):
     pytest.importorskip("llama_cpp")
-    tokenizer = make_tokenizer()
+    tokenizer = sentencepiece_tokenizer() if kind == "sentencepiece" else byte_level_tokenizer(kind)
     to_gguf(with_vocab(ckpt_tiny_model("llama"), tokenizer), tmp_path / "t.gguf", outtype="f32", tokenizer=tokenizer)
     llm = _llama(tmp_path / "t.gguf")
     for text in [*TEXTS, "  leading spaces and\ttabs\nnew lines", "unseen wörds ünïcode 🙂 9876543210"]:
