@@ -87,6 +87,7 @@ def llama_cpp_perplexity(llm: Any, windows: torch.Tensor) -> float:
 
 def time_once(llm: Any, prompt: list[int], new_tokens: int) -> tuple[float, float]:
     """(prompt tokens/s, generation tokens/s): prefill time to the first token, then the greedy steps."""
+    llm.reset()  # otherwise llama-cpp-python reuses the cached prompt and skips the prefill
     start = time.perf_counter()
     steps = 0
     for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
@@ -120,10 +121,15 @@ def main() -> None:
         for name, model in models.items():
             files[name] = os.path.join(args.workdir, f"smollm2-{name.replace('%', '')}-{outtype}.gguf")
             to_gguf(model, files[name], outtype=outtype, tokenizer=tokenizer)
-        llms = {name: llama_cpp.Llama(model_path=path, n_ctx=max(args.seq_len, args.prompt_len + args.new_tokens + 8),
-                                      n_batch=args.seq_len, n_threads=args.threads, n_threads_batch=args.threads,
-                                      logits_all=True, verbose=False) for name, path in files.items()}
-        ppl = {name: llama_cpp_perplexity(llm, windows) for name, llm in llms.items()}
+        ppl = {}
+        for name, path in files.items():  # logits at every position, only for perplexity
+            llm = llama_cpp.Llama(model_path=path, n_ctx=args.seq_len, n_batch=args.seq_len, n_threads=args.threads,
+                                  n_threads_batch=args.threads, logits_all=True, verbose=False)
+            ppl[name] = llama_cpp_perplexity(llm, windows)
+            del llm
+        llms = {name: llama_cpp.Llama(model_path=path, n_ctx=args.prompt_len + args.new_tokens + 8,
+                                      n_batch=args.prompt_len, n_threads=args.threads, n_threads_batch=args.threads,
+                                      verbose=False) for name, path in files.items()}
         for llm in llms.values():  # untimed warm-up
             time_once(llm, prompt, 4)
         timings: dict[str, list[tuple[float, float]]] = {name: [] for name in llms}

@@ -88,10 +88,6 @@ def _family(config: Any) -> str:
     return model_type
 
 
-def _has_bias(model: nn.Module, module: str) -> bool:
-    return any(name.endswith(f"{module}.bias") for name, _ in model.named_parameters())
-
-
 def choose_architecture(model: nn.Module, family: str, sizes: list[LayerSizes]) -> str:
     """The stock llama.cpp architecture when it can describe the model, `deci` otherwise (see module doc)."""
     uniform = len({(s.num_heads, s.num_kv_heads, s.ffn_width) for s in sizes}) == 1
@@ -99,8 +95,12 @@ def choose_architecture(model: nn.Module, family: str, sizes: list[LayerSizes]) 
         return "deci"
     if family != "qwen2":
         return "llama"
+    arch = get_architecture(model)
     dense_width = sizes[0].num_heads * head_dim(model.config) == model.config.hidden_size
-    output_bias = _has_bias(model, "o_proj") or _has_bias(model, "down_proj")
+    output_bias = any(getattr(arch.attention(layer), arch.attention_output).bias is not None
+                      or getattr(arch.mlp(layer), arch.mlp_output).bias is not None
+                      for layer in arch.decoder_layers(model))
+    # llama.cpp's qwen2 sizes attn_output as hidden x hidden and loads no attn_output / ffn_down bias
     return "qwen2" if dense_width and not output_bias else "deci"
 
 
