@@ -14,8 +14,11 @@ run through llama-cpp-python:
   weight-bandwidth-bound decoder would gain; embeddings are not pruned).
 
 Nothing is asserted: these are measurements. Needs llama-cpp-python (`pip install llama-cpp-python`).
+On a machine with more busy threads than cores, set `OMP_WAIT_POLICY=PASSIVE`: llama.cpp's OpenMP threads
+otherwise spin at every barrier, and one descheduled thread stalls the other (measured here: generation
+at 2 threads fell from about 30 to 0.3 tokens/s under a load average of 10 on 2 cores).
 
-    nice -n 10 python benchmarks/llamacpp.py --windows 8 --rounds 5
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 python benchmarks/llamacpp.py --windows 4 --rounds 3 --new-tokens 32
 """
 
 from __future__ import annotations
