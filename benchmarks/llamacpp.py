@@ -8,7 +8,7 @@ run through llama-cpp-python:
   the text is tokenized once by the transformers tokenizer and the same non-overlapping windows are
   scored by llama.cpp (next-token NLL from its logits) and by transformers (float32);
 - **speed** at `--threads` threads: prompt tokens/s (a `--prompt-len` prefill) and generation tokens/s
-  (`--new-tokens` greedy steps after it). Models of one file type are timed in interleaved rounds
+  (`--new-tokens` greedy single-token decode steps after it). Models of one file type are timed in interleaved rounds
   (order rotated every round); a speed-up is the median of per-round pruned/dense ratios, so both sides
   of a ratio ran seconds apart. The *ideal* speed-up is dense / pruned parameter count (what a
   weight-bandwidth-bound decoder would gain; embeddings are not pruned).
@@ -18,7 +18,7 @@ On a machine with more busy threads than cores, set `OMP_WAIT_POLICY=PASSIVE`: l
 otherwise spin at every barrier, and one descheduled thread stalls the other (measured here: generation
 at 2 threads fell from about 30 to 0.3 tokens/s under a load average of 10 on 2 cores).
 
-    OMP_WAIT_POLICY=PASSIVE nice -n 10 python benchmarks/llamacpp.py --windows 4 --rounds 3 --new-tokens 32
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 python benchmarks/llamacpp.py --windows 4 --rounds 5 --new-tokens 64
 """
 
 from __future__ import annotations
@@ -89,18 +89,19 @@ def llama_cpp_perplexity(llm: Any, windows: torch.Tensor) -> float:
 
 
 def time_once(llm: Any, prompt: list[int], new_tokens: int) -> tuple[float, float]:
-    """(prompt tokens/s, generation tokens/s): prefill time to the first token, then the greedy steps."""
-    llm.reset()  # otherwise llama-cpp-python reuses the cached prompt and skips the prefill
+    """(prompt tokens/s, generation tokens/s): one prefill, then `new_tokens` greedy single-token steps.
+
+    The steps call llama.cpp's decode directly (argmax of the last logits), so the times are the model's,
+    not those of llama-cpp-python's sampler chain.
+    """
+    llm.reset()  # otherwise llama-cpp-python would reuse the cached prompt
     start = time.perf_counter()
-    steps = 0
-    for _ in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
-        steps += 1
-        if steps == 1:
-            first = time.perf_counter()
-        if steps == new_tokens + 1:
-            break
+    llm.eval(prompt)
+    prefilled = time.perf_counter()
+    for _ in range(new_tokens):  # the context's last-token logits (llama-cpp-python keeps no copy of them)
+        llm.eval([int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))))])
     end = time.perf_counter()
-    return len(prompt) / (first - start), new_tokens / (end - first)
+    return len(prompt) / (prefilled - start), new_tokens / (end - prefilled)
 
 
 def main() -> None:
