@@ -236,11 +236,22 @@ def test_command_exports_a_saved_checkpoint(pruned_llama, tmp_path, capsys):
 # llama.cpp itself (llama-cpp-python builds from source: these run only where it is installed)
 # ---------------------------------------------------------------------------------------------------
 
+def llama3_rope_model() -> nn.Module:
+    """Llama 3 RoPE scaling (original context 32, so the scaled low frequencies matter within 100 tokens)."""
+    config = ckpt_tiny_model("llama").config
+    config.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                              "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+    torch.manual_seed(0)
+    model = type(ckpt_tiny_model("llama"))(config).eval()
+    return ckpt_make_pruned(model, [(2, 40), (1, 70), (2, 96)])
+
+
 CASES = {
     "llama-deci": (lambda: ckpt_make_pruned(ckpt_tiny_model("llama"), [(2, 40), (1, 70), (2, 96)]), "deci"),
     "mistral-uniform": (lambda: ckpt_make_pruned(ckpt_tiny_model("mistral"), [(1, 48)] * 3), "llama"),
     "qwen2-deci": (lambda: ckpt_make_pruned(ckpt_tiny_model("qwen2"), [(2, 40), (1, 70), (1, 96)]), "deci"),
     "qwen2-dense": (lambda: ckpt_tiny_model("qwen2"), "qwen2"),
+    "llama3-rope": (llama3_rope_model, "deci"),
 }
 
 
@@ -258,8 +269,10 @@ def test_llama_cpp_matches_transformers(case, tmp_path):
     tokenizer = byte_level_tokenizer()
     model = with_vocab(build(), tokenizer)
     assert to_gguf(model, tmp_path / "m.gguf", outtype="f32", tokenizer=tokenizer) == architecture
-    llm = _llama(tmp_path / "m.gguf")
-    ids = tokenizer(TEXTS[0])["input_ids"]
+    names = {t.name for t in gguf.GGUFReader(tmp_path / "m.gguf").tensors}
+    assert ("rope_freqs.weight" in names) == (case == "llama3-rope")
+    llm = _llama(tmp_path / "m.gguf", n_ctx=160)
+    ids = tokenizer(" ".join(TEXTS * 3))["input_ids"][:100]
     llm.eval(ids)
     ours = np.asarray(llm.scores[: len(ids)])
     with torch.no_grad():
