@@ -143,7 +143,7 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, model: nn.Module, sizes: list[
     writer.add_vocab_size(int(config.vocab_size))
 
 
-def _encode(name: str, tensor: torch.Tensor, outtype: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
+def _encode(tensor: torch.Tensor, outtype: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
     """The tensor in the file's type: vectors stay f32; matrices whose rows are not whole Q8_0 blocks use f16."""
     data = tensor.detach().to(device="cpu", dtype=torch.float32).numpy()
     if data.ndim == 1 or outtype == "f32":
@@ -177,7 +177,7 @@ def _write_file(path: Path, model: nn.Module, tokenizer: Any, outtype: str, pad_
         writer.add_tensor("rope_freqs.weight", factors)
     with torch.no_grad():
         for name, tensor in tqdm(list(tensors), desc="encoding tensors", leave=False):
-            data, qtype = _encode(name, tensor, outtype)
+            data, qtype = _encode(tensor, outtype)
             writer.add_tensor(name, data, raw_dtype=qtype if qtype != gguf.GGMLQuantizationType.F32 else None)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
