@@ -308,3 +308,15 @@ def test_llama_cpp_tokenizes_like_transformers(kind, tmp_path):
         expected = tokenizer(text)["input_ids"]
         add_bos = bool(expected) and expected[0] == tokenizer.bos_token_id
         assert llm.tokenize(text.encode(), add_bos=add_bos, special=False) == expected, text
+
+
+def test_q4_0_comes_from_llama_cpp_quantiser(pruned_llama, tmp_path):
+    pytest.importorskip("llama_cpp")
+    tokenizer = byte_level_tokenizer()
+    assert to_gguf(pruned_llama, tmp_path / "q4.gguf", outtype="q4_0", tokenizer=tokenizer) == "deci"
+    reader = gguf.GGUFReader(tmp_path / "q4.gguf")
+    assert tensor(reader, "blk.0.ffn_down.weight").tensor_type == gguf.GGMLQuantizationType.Q4_0  # padded to 64
+    assert fields(reader)["deci.feed_forward_length"] == [64, 96, 96]
+    assert [p.name for p in tmp_path.iterdir()] == ["q4.gguf"]  # the f32 intermediate is gone
+    llm = _llama(tmp_path / "q4.gguf")
+    assert llm.tokenize(TEXTS[0].encode(), add_bos=False, special=False) == tokenizer(TEXTS[0])["input_ids"]
