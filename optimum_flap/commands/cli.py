@@ -31,6 +31,7 @@ from ..configuration import FlapConfig, method_option_names
 from ..methods.options import OptionSpec, option_specs
 from ..methods.registry import get_registered_method, methods_with_option, registered_methods
 from ..version import __version__
+from . import export_gguf
 from . import recover as recover_command
 
 PROG = "optimum-flap"
@@ -401,6 +402,9 @@ COMMANDS: tuple[tuple[str, str, str, Callable[[argparse.ArgumentParser], None],
      add_benchmark_arguments, run_benchmark),
     ("recover", "fine-tune a pruned model, optionally distilled from the dense one", recover_command.__doc__,
      recover_command.add_arguments, recover_command.run),
+    ("export-gguf", "write a checkpoint as one GGUF file for llama.cpp / Ollama",
+     "Dense or pruned checkpoint, tokenizer and chat template in one GGUF file (see docs/serving.md).",
+     export_gguf.add_arguments, export_gguf.run),
 )
 
 
