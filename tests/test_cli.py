@@ -248,10 +248,14 @@ def test_version_and_help_are_fast_and_import_no_torch():
     probe = _run([sys.executable, "-c", "import sys, optimum_flap.commands.cli; "
                   "print('torch' in sys.modules, 'transformers' in sys.modules)"])
     assert probe.stdout.split() == ["False", "False"], probe.stderr
-    for argv in (["--version"], ["--help"], ["prune", "--help"]):
+    outputs = {}
+    for argv in (["--version"], ["--help"], ["prune", "--help"], ["eval", "--help"], ["benchmark", "--help"],
+                 ["recover", "--help"], ["export-gguf", "--help"]):
         start = time.perf_counter()
         result = _run(CLI + argv)
         seconds = time.perf_counter() - start
         assert result.returncode == 0, result.stderr
         assert seconds < 1.5, (argv, seconds)
-    assert "--cfsp-prune-attention, --no-cfsp-prune-attention" in result.stdout
+        outputs[argv[0]] = result.stdout
+    assert "--cfsp-prune-attention, --no-cfsp-prune-attention" in outputs["prune"]
+    assert "{prune,eval,benchmark,recover,export-gguf}" in outputs["--help"]

@@ -8,7 +8,7 @@ import os
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``export-gguf``."""
-    from ..export.writer import OUTTYPES, WRITER_TYPES
+    from ..export.outtypes import OUTTYPES, WRITER_TYPES
 
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="checkpoint directory (dense, or pruned by optimum-flap), or 'smollm2'")

@@ -27,19 +27,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..architectures import UnsupportedArchitectureError, get_architecture
+from .outtypes import OUTTYPES, WRITER_TYPES
 from .tensors import GGUFExportError, LayerSizes, decoder_tensors, head_dim, measure_layers, padded_width
 from .tokenizer import add_tokenizer
 
-#: types written directly by the `gguf` library
-WRITER_TYPES = {
+#: the `gguf` library's file type for each type it writes directly
+FILE_TYPES = {
     "f32": gguf.LlamaFileType.ALL_F32,
     "f16": gguf.LlamaFileType.MOSTLY_F16,
     "bf16": gguf.LlamaFileType.MOSTLY_BF16,
     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
 }
-#: types produced by llama.cpp's own quantiser (llama-cpp-python) from an f32 file
-QUANTIZER_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k")
-OUTTYPES = (*WRITER_TYPES, *QUANTIZER_TYPES)
 EXPORTABLE_FAMILIES = ("llama", "mistral", "qwen2")
 REFUSED_FAMILIES = {
     "qwen3": "Qwen3 normalises every query and key head (q_norm, k_norm); llama.cpp's only architecture with "
@@ -165,7 +163,7 @@ def _write_file(path: Path, model: nn.Module, tokenizer: Any, outtype: str, pad_
     llama_arch = choose_architecture(model, family, sizes)
     writer = gguf.GGUFWriter(path, llama_arch)
     writer.add_name(str(getattr(config, "_name_or_path", "") or family).rsplit("/", 1)[-1] or family)
-    writer.add_file_type(int(WRITER_TYPES[outtype]))
+    writer.add_file_type(int(FILE_TYPES[outtype]))
     _add_hyperparameters(writer, model, sizes, pad_to, per_layer=llama_arch == "deci")
     with tempfile.TemporaryDirectory(prefix="gguf-tokenizer-") as tokenizer_dir:
         tokenizer.save_pretrained(tokenizer_dir)
