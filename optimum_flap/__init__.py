@@ -6,10 +6,10 @@ The public names are imported on first access, so ``import optimum_flap`` (and t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._auto_registration import register_when_transformers_loads
+from .utils.lazy import lazy_exports
 from .version import __version__
 
 #: public name -> module defining it
@@ -35,13 +35,7 @@ if TYPE_CHECKING:
     from .pruner import FlapPruner
     from .recovery import RecoveryConfig
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

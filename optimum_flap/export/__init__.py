@@ -5,8 +5,7 @@ The names below are imported on first access, so the command line's `--help` doe
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..utils.lazy import lazy_exports
 
 #: public name -> module defining it
 _EXPORTS = {
@@ -17,12 +16,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = sorted(_EXPORTS)

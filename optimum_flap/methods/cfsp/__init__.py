@@ -6,9 +6,7 @@ loaded on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ...utils.lazy import lazy_exports
 from ..registry import register_method
 from .config import ALLOCATIONS, CHANNEL_SCORES, IMPORTANCE_METRICS, CfspOptions
 
@@ -30,10 +28,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name], __name__), name)
-
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = ["ALLOCATIONS", "CHANNEL_SCORES", "IMPORTANCE_METRICS", "CfspOptions", *_LAZY]
