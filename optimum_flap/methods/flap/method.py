@@ -17,6 +17,7 @@ from ...architectures import attention_geometry
 from ...engine.statistics import ChannelStatistics
 from ...plan import PruningPlan, StructuredLayerPlan
 from ..base import PruningMethod
+from ..finite import check_finite_block
 from ..widths import round_kept_channels
 from .scores import attention_channel_scores, channel_scores
 from .selection import BudgetError, LayerScores, select
@@ -79,6 +80,7 @@ class FlapFamilyMethod(PruningMethod):
             attention=attention_channel_scores(config.method, config.metric, o_proj.weight, stats.get(attention_out)),
             mlp=channel_scores(config.method, config.metric, down_proj.weight, stats.get(mlp_out)),
         )
+        check_finite_block(block, arch.layers_path, stats, {attention_out: scores.attention, mlp_out: scores.mlp})
         means = {path: s.mean for path, s in stats.items()}
         self.calibration.append(LayerCalibration(scores, means.get(attention_out), means.get(mlp_out)))
         self._stats = {}
