@@ -7,6 +7,8 @@ test checks that the kept units do not depend on the number of torch threads or 
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 
 import pytest
 import torch
@@ -18,6 +20,7 @@ from optimum_flap.checkpoint import load_pruned_model
 from optimum_flap.data import CalibrationDataError
 from optimum_flap.methods.finite import NonFiniteError
 from optimum_flap.methods.flap.selection import BudgetError
+from optimum_flap.methods.limits import UnreachableTargetWarning
 from optimum_flap.prunable import UnprunableModelError
 
 
@@ -187,3 +190,37 @@ def test_a_model_in_training_mode_is_calibrated_in_eval_mode_and_left_training()
     assert training.config.pruning_layout == expected.config.pruning_layout
     for key, value in expected.state_dict().items():
         torch.testing.assert_close(training.state_dict()[key], value)
+
+
+# ------------------------------------------------------------------------------ round_to and unreachable targets
+
+
+@pytest.mark.parametrize("method", ["flap", "wanda-sp", "cfsp"])
+def test_round_to_at_or_above_the_mlp_width_is_refused_with_a_divisor_to_use(method):
+    for round_to in (96, 128):
+        with pytest.raises(BudgetError, match=rf"round_to={round_to} leaves no MLP channel removable in layer\(s\) "
+                                              r"\[0, 1, 2\] \(MLP width 96\).*Use round_to below 96 \(a divisor of "
+                                              r"it, such as 48\), or leave round_to unset"):
+            prune(tiny_model("llama-gqa"), method=method, pruning_ratio=0.3, round_to=round_to)
+    model, report = prune(tiny_model("llama-gqa"), method=method, pruning_ratio=0.3, round_to=48)
+    widths = [r["intermediate_size"] for r in model.config.pruning_layout["layers"]]
+    assert set(widths) <= {48, 96} and 48 in widths
+    assert report.achieved_ratio > 0.1
+
+
+def test_an_unreachable_ratio_warns_with_the_reachable_maximum_that_the_run_then_removes():
+    expected = r"pruning_ratio=0\.99 cannot be reached: with min_head_groups=1, min_channels=1 at most \d+\.\d\d% .*<= "
+    with pytest.warns(UnreachableTargetWarning, match=expected) as w:
+        _, report = prune(tiny_model("llama-gqa"), pruning_ratio=0.99)
+    reachable = float(re.search(r"at most (\d+\.\d\d)%", str(w[0].message)).group(1))
+    assert reachable == pytest.approx(report.achieved_ratio * 100, abs=0.006)  # every layer at its minimum
+
+
+@pytest.mark.parametrize("kwargs", [dict(method="flap", structure="UL-UM", min_channels=32, round_to=32),
+                                    dict(method="cfsp", cfsp_prune_attention=True, min_head_groups=2)])
+def test_minimums_that_cap_the_ratio_warn_and_a_reachable_ratio_does_not(kwargs):
+    with pytest.warns(UnreachableTargetWarning, match="cannot be reached"):
+        prune(tiny_model("llama-gqa"), pruning_ratio=0.9, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnreachableTargetWarning)
+        prune(tiny_model("llama-gqa"), pruning_ratio=0.3, **kwargs)

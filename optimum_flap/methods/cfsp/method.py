@@ -27,6 +27,7 @@ from ...plan import LayerCost, PruningPlan, StructuredLayerPlan
 from ..base import PruningMethod
 from ..finite import check_finite_block
 from ..flap.selection import BudgetError, keep_top
+from ..limits import check_round_to, reachable_ratio, warn_if_unreachable
 from ..widths import apportion
 from .allocation import keep_ratios
 from .importance import BlockImportance
@@ -123,7 +124,15 @@ class CfspMethod(PruningMethod):
         self._importance: BlockImportance | None = None
 
     def check(self, model: nn.Module) -> None:
-        budget(model, self.architecture, self.config)
+        """Refuse an impossible budget or `round_to`; warn when the minimums keep `pruning_ratio` out of reach."""
+        config, arch = self.config, self.architecture
+        costs, widths, _ = budget(model, arch, config)
+        check_round_to(widths, config.round_to, config.min_channels)
+        layers = arch.decoder_layers(model)
+        removable = [max(arch.head_groups(layer) - config.min_head_groups, 0) if config.cfsp_prune_attention else 0
+                     for layer in layers]
+        reachable = reachable_ratio(costs, removable, widths, config.min_channels, config.round_to)
+        warn_if_unreachable(config.pruning_ratio, reachable, config)
 
     def observers(self, block: Any) -> dict[str, Any]:
         config, arch = self.config, self.architecture
