@@ -115,6 +115,7 @@ def test_re_pruned_layout_names_dense_head_groups_and_saves(tmp_path, method):
     ids = torch.tensor(calibration_ids(1, 8))
     FlapPruner.save(second, tmp_path / "twice")
     reloaded = load_pruned_model(tmp_path / "twice")
+    assert reloaded.config.dense_sizes == {"num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 96}
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, second(ids).logits, atol=1e-5, rtol=1e-4)
 
@@ -224,3 +225,33 @@ def test_minimums_that_cap_the_ratio_warn_and_a_reachable_ratio_does_not(kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnreachableTargetWarning)
         prune(tiny_model("llama-gqa"), pruning_ratio=0.3, **kwargs)
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+@pytest.mark.parametrize("method", ["flap", "cfsp"])
+def test_kept_units_do_not_depend_on_thread_count_or_batch_size(method):
+    """Weights are slices of the dense ones, so the same kept units give bit-identical weights; the
+    compensation biases are sums whose order may change with threads and batches: equal to float tolerance."""
+    threads = torch.get_num_threads()
+    results = {}
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for batch_size in (1, 4):
+                model, _ = prune(tiny_model("llama-gqa"), method=method, pruning_ratio=0.3, batch_size=batch_size,
+                                 bias_compensation=True, cfsp_prune_attention=True) if method == "cfsp" else \
+                    prune(tiny_model("llama-gqa"), pruning_ratio=0.3, batch_size=batch_size)
+                results[n_threads, batch_size] = model
+    finally:
+        torch.set_num_threads(threads)
+    reference = results[1, 1]
+    for key, model in results.items():
+        assert model.config.pruning_layout == reference.config.pruning_layout, key
+        expected = reference.state_dict()
+        for name, value in model.state_dict().items():
+            if name.endswith("bias"):
+                torch.testing.assert_close(value, expected[name], atol=1e-6, rtol=1e-5)
+            else:
+                assert torch.equal(value, expected[name]), (key, name)
