@@ -16,7 +16,7 @@ from .architectures import DecoderArchitecture, get_architecture
 from .layout import SPARSITY_KEY
 
 
-class UnprunableModelError(TypeError):
+class UnprunableModelError(ValueError):
     """The model is of a kind the pruner cannot prune correctly (wrapped, quantized or mask-pruned)."""
 
 
