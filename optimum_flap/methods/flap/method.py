@@ -15,7 +15,7 @@ from torch import nn
 from ...accounting import layer_cost
 from ...architectures import attention_geometry
 from ...engine.statistics import ChannelStatistics
-from ...plan import PruningPlan, StructuredLayerPlan
+from ...plan import LayerCost, PruningPlan, StructuredLayerPlan
 from ..base import PruningMethod
 from ..finite import check_finite_block
 from ..limits import check_round_to, reachable_ratio, warn_if_unreachable
@@ -85,7 +85,7 @@ class FlapFamilyMethod(PruningMethod):
         reachable = reachable_ratio(self._costs(model), removable, widths, config.min_channels, config.round_to)
         warn_if_unreachable(config.pruning_ratio, reachable, config)
 
-    def _costs(self, model: nn.Module) -> list:
+    def _costs(self, model: nn.Module) -> list[LayerCost]:
         heads, kv_heads, head_dim = attention_geometry(model.config)
         return [layer_cost(layer, self.architecture, heads // kv_heads, head_dim, self.config.use_bias_compensation)
                 for layer in self.architecture.decoder_layers(model)]
