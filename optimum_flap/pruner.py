@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from .accounting import achieved_ratio, decoder_linear_parameters, kept_parameters
-from .architectures import UnsupportedArchitectureError, attention_geometry, get_architecture
+from .architectures import (
+    MLP_OUTPUT,
+    DecoderArchitecture,
+    UnsupportedArchitectureError,
+    attention_geometry,
+    get_architecture,
+)
 from .checkpoint import CheckpointPlan, check_output_dir, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
@@ -21,6 +27,7 @@ from .engine.activations import STORAGES, Storage
 from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method_class
 from .plan import PruningReport, StructuredLayerPlan
+from .prunable import check_prunable
 from .surgery import record_layout, record_sparsity
 from .utils.model_ref import resolve_model_reference
 
@@ -97,15 +104,19 @@ class FlapPruner:
 
         With `physical=False` the dense shapes are kept and removed rows are zeroed instead (the same
         function, for inspection and comparison; such a model is not smaller).
+
+        An already pruned model can be pruned again: `pruning_ratio` is then a fraction of its current
+        decoder parameters, and the recorded layout keeps naming head groups by their dense index.
         """
-        arch = get_architecture(model)
+        arch = check_prunable(model)
+        previous = PruningLayout.from_config(model.config)
         config = self.config
         start = time.perf_counter()
         decoder_before = decoder_linear_parameters(model, arch)
         total_before = sum(p.numel() for p in model.parameters())
         plans = self._plans(model, arch, tokenizer, physical)
         heads, kv_heads, _ = attention_geometry(model.config)
-        layout = record_layout(model, arch, plans, heads // kv_heads)
+        layout = record_layout(model, arch, _relative_to_dense(plans, previous), heads // kv_heads)
         setattr(model.config, RECIPE_KEY, config.to_dict())
         if not physical:
             record_sparsity(model, arch)
@@ -130,7 +141,7 @@ class FlapPruner:
         config = self.config
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
-            return [_keep_everything(model.config) for _ in arch.decoder_layers(model)]
+            return [_keep_everything(layer, arch) for layer in arch.decoder_layers(model)]
         config = _keep_heads_where_required(model, arch, config)
         method = get_method_class(config.method)(config, arch)
         method.check(model)
@@ -221,7 +232,25 @@ def _log_fixed_attention(model: nn.Module, config: FlapConfig) -> None:
         )
 
 
-def _keep_everything(config) -> StructuredLayerPlan:
-    _, kv_heads, _ = attention_geometry(config)
-    return StructuredLayerPlan(torch.arange(kv_heads), torch.arange(config.intermediate_size))
+def _keep_everything(layer: nn.Module, arch: DecoderArchitecture) -> StructuredLayerPlan:
+    """Keep every head group and channel the layer has now (an already pruned layer keeps its sizes)."""
+    channels = arch.projections(layer)[MLP_OUTPUT].in_features
+    return StructuredLayerPlan(torch.arange(arch.head_groups(layer)), torch.arange(channels))
 
+
+def _relative_to_dense(plans: list[StructuredLayerPlan], previous: PruningLayout | None) -> list[StructuredLayerPlan]:
+    """Plans whose kept head groups are dense indices: a re-pruned layer's index i is the i-th group it had kept.
+
+    Only the recorded layout reads them; the plans applied to the modules index the layer as it was.
+    """
+    if previous is None or len(previous.layers) != len(plans):
+        return plans
+    if not all(isinstance(plan, StructuredLayerPlan) for plan in plans):
+        return plans
+    mapped = []
+    for plan, before in zip(plans, previous.layers):
+        if len(before.kept_head_groups) > int(plan.kept_groups.max()):
+            dense = torch.tensor(before.kept_head_groups)[plan.kept_groups.cpu()]
+            plan = StructuredLayerPlan(dense, plan.kept_channels)
+        mapped.append(plan)
+    return mapped

@@ -145,6 +145,11 @@ class DecoderArchitecture:
         attention = self.attention(layer)
         return int(attention.num_key_value_groups), int(attention.head_dim)
 
+    def head_groups(self, layer: nn.Module) -> int:
+        """Key/value head groups the layer has now (a pruned layer has fewer than its config says)."""
+        group_size, head_dim = self.head_geometry(layer)
+        return self.projections(layer)[ATTENTION_OUTPUT].in_features // (group_size * head_dim)
+
     def config_has_bias(self, config: Any, role: str) -> bool:
         """Whether the stock config `config` gives projection `role` a bias."""
         if role in self.fixed_bias_roles:

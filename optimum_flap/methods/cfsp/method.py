@@ -25,7 +25,9 @@ from ...configuration import FlapConfig
 from ...engine.statistics import ChannelStatistics
 from ...plan import LayerCost, PruningPlan, StructuredLayerPlan
 from ..base import PruningMethod
+from ..finite import check_finite_block
 from ..flap.selection import BudgetError, keep_top
+from ..limits import check_round_to, reachable_ratio, warn_if_unreachable
 from ..widths import apportion
 from .allocation import keep_ratios
 from .importance import BlockImportance
@@ -64,8 +66,9 @@ def budget(model: nn.Module, arch: DecoderArchitecture, config: FlapConfig) -> t
     widths = [arch.mlp(layer).get_submodule(arch.mlp_output).in_features for layer in layers]
     if config.min_channels > min(widths):
         raise BudgetError(f"min_channels={config.min_channels} exceeds the {min(widths)} MLP channels per layer.")
-    if config.min_head_groups > kv_heads:
-        raise BudgetError(f"min_head_groups={config.min_head_groups} exceeds the {kv_heads} head groups per layer.")
+    groups = min(arch.head_groups(layer) for layer in layers)  # fewer than kv_heads in a re-pruned model
+    if config.min_head_groups > groups:
+        raise BudgetError(f"min_head_groups={config.min_head_groups} exceeds the {groups} head groups per layer.")
     total = sum(c.total for c in costs)
     removed = config.pruning_ratio * total + sum(c.added_bias for c in costs)
     if config.cfsp_prune_attention:
@@ -84,21 +87,24 @@ def allocate(
     importance: list[float],
     costs: list[LayerCost],
     widths: list[int],
-    groups: int,
+    groups: list[int],
     unit_ratio: float,
     config: FlapConfig,
 ) -> tuple[torch.Tensor, list[int], list[int]]:
-    """Per-block keep ratios, head groups kept and channels kept, removing `unit_ratio` of the prunable units."""
+    """Per-block keep ratios, head groups kept and channels kept, removing `unit_ratio` of the prunable units.
+
+    `groups` is each block's current number of head groups.
+    """
     ratios = keep_ratios(importance, unit_ratio, config.cfsp_allocation, config.cfsp_temperature)
     kept_groups, targets = [], []
-    for r, cost, width in zip(ratios.tolist(), costs, widths):
+    for r, cost, width, n_groups in zip(ratios.tolist(), costs, widths, groups):
         if config.cfsp_prune_attention:
-            drop = min(max(round((1.0 - r) * groups), 0), groups - config.min_head_groups)
+            drop = min(max(round((1.0 - r) * n_groups), 0), n_groups - config.min_head_groups)
             channel_drop = ((1.0 - r) * cost.total - drop * cost.group_cost) / cost.channel_cost
-            kept_groups.append(groups - drop)
+            kept_groups.append(n_groups - drop)
             targets.append(min(max(width - channel_drop, 0.0), float(width)))
         else:
-            kept_groups.append(groups)
+            kept_groups.append(n_groups)
             targets.append(r * width)
     kept_channels = apportion(targets, widths, unit=config.round_to or 1, minimum=config.min_channels,
                               allow_full=config.pruning_ratio == 0)
@@ -118,7 +124,15 @@ class CfspMethod(PruningMethod):
         self._importance: BlockImportance | None = None
 
     def check(self, model: nn.Module) -> None:
-        budget(model, self.architecture, self.config)
+        """Refuse an impossible budget or `round_to`; warn when the minimums keep `pruning_ratio` out of reach."""
+        config, arch = self.config, self.architecture
+        costs, widths, _ = budget(model, arch, config)
+        check_round_to(widths, config.round_to, config.min_channels)
+        layers = arch.decoder_layers(model)
+        removable = [max(arch.head_groups(layer) - config.min_head_groups, 0) if config.cfsp_prune_attention else 0
+                     for layer in layers]
+        reachable = reachable_ratio(costs, removable, widths, config.min_channels, config.round_to)
+        warn_if_unreachable(config.pruning_ratio, reachable, config)
 
     def observers(self, block: Any) -> dict[str, Any]:
         config, arch = self.config, self.architecture
@@ -141,6 +155,8 @@ class CfspMethod(PruningMethod):
             self.config.cfsp_score, self._mlp, getattr(mlp, arch.mlp_output).weight,
             getattr(mlp, arch.up).weight, getattr(mlp, arch.gate).weight,
         )
+        statistics = {arch.mlp_output_path(): self._mlp, arch.attention_output_path(): self._attention}
+        check_finite_block(block, arch.layers_path, statistics, {arch.mlp_output_path(): scores})
         self.calibration.append(BlockCalibration(self._importance.value, scores, self._mlp, self._attention))
 
     def finish(self, model: nn.Module) -> PruningPlan:
@@ -151,13 +167,14 @@ class CfspMethod(PruningMethod):
         group_size = heads // kv_heads
         compensate = config.use_bias_compensation
         importance = [c.importance for c in self.calibration]
-        ratios, kept_groups, kept_channels = allocate(importance, costs, widths, kv_heads, unit_ratio, config)
+        groups_now = [arch.head_groups(layer) for layer in arch.decoder_layers(model)]
+        ratios, kept_groups, kept_channels = allocate(importance, costs, widths, groups_now, unit_ratio, config)
         plans = []
-        for calib, n_groups, n_channels in zip(self.calibration, kept_groups, kept_channels):
-            if n_groups < kv_heads:
+        for calib, n_now, n_groups, n_channels in zip(self.calibration, groups_now, kept_groups, kept_channels):
+            if n_groups < n_now:
                 groups = keep_top(head_group_scores(calib.attention, group_size * head_dim), n_groups)
             else:
-                groups = torch.arange(kv_heads)
+                groups = torch.arange(n_now)
             plans.append(StructuredLayerPlan(
                 groups, keep_top(calib.channel_scores, n_channels),
                 attention_input_mean=calib.attention.mean if compensate and config.cfsp_prune_attention else None,

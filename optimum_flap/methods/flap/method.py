@@ -15,8 +15,10 @@ from torch import nn
 from ...accounting import layer_cost
 from ...architectures import attention_geometry
 from ...engine.statistics import ChannelStatistics
-from ...plan import PruningPlan, StructuredLayerPlan
+from ...plan import LayerCost, PruningPlan, StructuredLayerPlan
 from ..base import PruningMethod
+from ..finite import check_finite_block
+from ..limits import check_round_to, reachable_ratio, warn_if_unreachable
 from ..widths import round_kept_channels
 from .scores import attention_channel_scores, channel_scores
 from .selection import BudgetError, LayerScores, select
@@ -46,6 +48,15 @@ def manual_head_groups(config: Any, model_config: Any) -> int | None:
     return config.remove_heads // group_size
 
 
+def _spread(count: int, capacity: list[int]) -> list[int]:
+    """`count` head groups taken from the layers in order, at most `capacity[i]` from layer i."""
+    taken = []
+    for cap in capacity:
+        taken.append(min(cap, count))
+        count -= taken[-1]
+    return taken
+
+
 class FlapFamilyMethod(PruningMethod):
     """FLAP's fluctuation metric, or the wanda-sp / magnitude-sp column scores (by `config.method`)."""
 
@@ -62,7 +73,22 @@ class FlapFamilyMethod(PruningMethod):
         return self.config.method != "magnitude-sp" or self.config.use_bias_compensation
 
     def check(self, model: nn.Module) -> None:
-        manual_head_groups(self.config, model.config)
+        """Refuse a bad head count or `round_to`; warn when the minimums keep `pruning_ratio` out of reach."""
+        config, arch = self.config, self.architecture
+        remove_groups = manual_head_groups(config, model.config)
+        layers = arch.decoder_layers(model)
+        widths = [layer.get_submodule(arch.mlp_output_path()).in_features for layer in layers]
+        check_round_to(widths, config.round_to, config.min_channels)
+        removable = [max(arch.head_groups(layer) - config.min_head_groups, 0) for layer in layers]
+        if remove_groups is not None:  # the manual structures remove exactly that many groups
+            removable = _spread(remove_groups, removable)
+        reachable = reachable_ratio(self._costs(model), removable, widths, config.min_channels, config.round_to)
+        warn_if_unreachable(config.pruning_ratio, reachable, config)
+
+    def _costs(self, model: nn.Module) -> list[LayerCost]:
+        heads, kv_heads, head_dim = attention_geometry(model.config)
+        return [layer_cost(layer, self.architecture, heads // kv_heads, head_dim, self.config.use_bias_compensation)
+                for layer in self.architecture.decoder_layers(model)]
 
     def observers(self, block: Any) -> dict[str, Any]:
         arch = self.architecture
@@ -79,18 +105,18 @@ class FlapFamilyMethod(PruningMethod):
             attention=attention_channel_scores(config.method, config.metric, o_proj.weight, stats.get(attention_out)),
             mlp=channel_scores(config.method, config.metric, down_proj.weight, stats.get(mlp_out)),
         )
+        check_finite_block(block, arch.layers_path, stats, {attention_out: scores.attention, mlp_out: scores.mlp})
         means = {path: s.mean for path, s in stats.items()}
         self.calibration.append(LayerCalibration(scores, means.get(attention_out), means.get(mlp_out)))
         self._stats = {}
 
     def finish(self, model: nn.Module) -> PruningPlan:
         """Select what every layer keeps for `config.structure`, with the compensation means when on."""
-        config, arch = self.config, self.architecture
+        config = self.config
         heads, kv_heads, head_dim = attention_geometry(model.config)
         group_size = heads // kv_heads
         compensate = config.use_bias_compensation
-        layers = arch.decoder_layers(model)
-        costs = [layer_cost(layer, arch, group_size, head_dim, compensate) for layer in layers]
+        costs = self._costs(model)
         calibration = self.calibration
         kept = select(
             config.structure,

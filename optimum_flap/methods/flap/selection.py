@@ -55,20 +55,25 @@ def select(
     channels = [standardize(s.mlp) if adaptive else s.mlp for s in scores]
     _check_minimums(groups, channels, min_groups, min_channels)
     if structure in ("UL-UM", "UL-MM"):
-        removable = groups[0].numel() - min_groups
+        # per layer: a re-pruned model's layers need not have the same number of groups
+        removable = [max(g.numel() - min_groups, 0) for g in groups]
         if structure == "UL-UM":  # the ratio's share of every layer's groups
-            per_layer = min(round(ratio * groups[0].numel()), removable)
+            per_layer = [min(round(ratio * g.numel()), n) for g, n in zip(groups, removable)]
         else:  # the manual count, spread evenly
-            per_layer = remove_groups // len(groups)
-            if per_layer > removable:
-                raise BudgetError(f"UL-MM cannot remove {per_layer} head groups per layer with min_head_groups="
-                                  f"{min_groups} and {groups[0].numel()} groups per layer.")
+            count = remove_groups // len(groups)
+            short = [i for i, n in enumerate(removable) if count > n]
+            if short:
+                raise BudgetError(
+                    f"UL-MM cannot remove {count} head groups per layer with min_head_groups={min_groups}: layer "
+                    f"{short[0]} has {groups[short[0]].numel()} head groups. Lower remove_heads, or use AL-MM."
+                )
+            per_layer = [count] * len(groups)
         plans = []
-        for g, c, cost in zip(groups, channels, costs):
+        for g, c, cost, n_groups in zip(groups, channels, costs, per_layer):
             # channels take up the rest of the layer's budget, so the ratio holds to one channel per layer
-            target = ratio * cost.total + cost.added_bias - per_layer * cost.group_cost
-            n_channels = min(max(round(target / cost.channel_cost), 0), c.numel() - min_channels)
-            plans.append(_plan(g, c, per_layer, n_channels))
+            target = ratio * cost.total + cost.added_bias - n_groups * cost.group_cost
+            n_channels = min(max(round(target / cost.channel_cost), 0), max(c.numel() - min_channels, 0))
+            plans.append(_plan(g, c, n_groups, n_channels))
         return plans
     if structure == "AL-MM":
         total = sum(cost.total for cost in costs)
@@ -77,7 +82,7 @@ def select(
         # every layer has the same channel cost in the supported families
         target = ratio * total + sum(cost.added_bias for cost in costs) - removed_cost
         n_channels = max(round(target / costs[0].channel_cost), 0)
-        n_channels = min(n_channels, sum(c.numel() - min_channels for c in channels))
+        n_channels = min(n_channels, sum(max(c.numel() - min_channels, 0) for c in channels))
         channel_masks = _lowest_globally(channels, n_channels, min_channels, "channels")
         return [StructuredLayerPlan(_kept(gm), _kept(cm)) for gm, cm in zip(group_masks, channel_masks)]
     if structure == "AL-AM":
@@ -90,10 +95,12 @@ def _pool(attention: torch.Tensor, group_width: int, adaptive: bool) -> torch.Te
 
 
 def _check_minimums(groups, channels, min_groups: int, min_channels: int) -> None:
-    if min_groups > groups[0].numel():
-        raise BudgetError(f"min_head_groups={min_groups} exceeds the {groups[0].numel()} head groups per layer.")
-    if min_channels > channels[0].numel():
-        raise BudgetError(f"min_channels={min_channels} exceeds the {channels[0].numel()} MLP channels per layer.")
+    """Refuse minimums no layer can keep (a re-pruned layer narrower than a minimum keeps all it has)."""
+    most_groups, most_channels = max(g.numel() for g in groups), max(c.numel() for c in channels)
+    if min_groups > most_groups:
+        raise BudgetError(f"min_head_groups={min_groups} exceeds the {most_groups} head groups per layer.")
+    if min_channels > most_channels:
+        raise BudgetError(f"min_channels={min_channels} exceeds the {most_channels} MLP channels per layer.")
 
 
 def _plan(groups: torch.Tensor, channels: torch.Tensor, n_groups: int, n_channels: int) -> StructuredLayerPlan:
