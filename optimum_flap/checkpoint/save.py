@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,6 +334,49 @@ def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
     return export
 
 
+def _export_stream(
+    export: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The export model's tensors taken from a stream of the source model's, one at a time.
+
+    The counterpart of `_export_model` for a model whose weights are not all in memory: names are
+    the same, the zero biases the target class adds come last, tied tensors are left out.
+    """
+    from ..streaming import tied_weight_names
+
+    tied = tied_weight_names(export)
+    expected = {key: meta for key, meta in export.state_dict().items() if key not in tied}
+    for key, tensor in tensors:
+        meta = expected.pop(key, None)
+        if meta is None:
+            raise CheckpointError(f"The export has no tensor {key!r}; it would be lost on reload.")
+        if tuple(tensor.shape) != tuple(meta.shape):
+            raise CheckpointError(f"{key}: shape {tuple(tensor.shape)} but the config implies {tuple(meta.shape)}.")
+        yield key, tensor
+    for key, meta in expected.items():
+        if not key.endswith(".bias"):
+            raise CheckpointError(f"The model has no tensor for {key!r}.")
+        yield key, torch.zeros(meta.shape, dtype=meta.dtype)
+
+
+def _save_streamed(
+    export: nn.Module, staging: Path, tensors: Iterable[tuple[str, torch.Tensor]], max_shard_size: int | str
+) -> None:
+    """What `save_pretrained` writes (config, generation config, model code), with shards written one by one."""
+    from transformers.dynamic_module_utils import custom_object_save
+
+    from ..streaming import write_sharded_checkpoint
+
+    export.config.dtype = str(export.dtype).split(".")[1]
+    export.config.architectures = [type(export).__name__]
+    if export.is_remote_code():
+        custom_object_save(export, staging, config=export.config)
+    export.config.save_pretrained(staging)
+    if export.can_generate():
+        export.generation_config.save_pretrained(staging)
+    write_sharded_checkpoint(_export_stream(export, tensors), staging, max_shard_size=max_shard_size)
+
+
 def _check_target(target: Path, overwrite: bool) -> None:
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a directory.")
@@ -368,6 +412,7 @@ def save_pruned_model(
     checkpoint_format: str = "auto",
     model_card: bool = True,
     base_model: str | None = None,
+    tensors: Iterable[tuple[str, torch.Tensor]] | None = None,
 ) -> CheckpointPlan:
     """Save a pruned model (safetensors, patched config, tokenizer, recipe) to `save_directory`.
 
@@ -383,6 +428,9 @@ def save_pruned_model(
             if impossible) or `"flap-remote-code"`.
         model_card: also write a README.md model card.
         base_model: Hub id of the dense model for the card (default: the model's `name_or_path`).
+        tensors: the model's tensors one at a time, for a model whose weights are not all in memory
+            (`StreamedCheckpoint.iter_state()`); they are written shard by shard. A model dispatched
+            by accelerate is streamed this way by default (`iter_dispatched_state`).
 
     Returns:
         The `CheckpointPlan` that was written (its `checkpoint_format` says which kind).
@@ -393,8 +441,15 @@ def save_pruned_model(
     export = _export_model(model, plan)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    if tensors is None and getattr(model, "hf_device_map", None):
+        from ..streaming import iter_dispatched_state
+
+        tensors = iter_dispatched_state(model)
     try:
-        export.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
+        if tensors is None:
+            export.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
+        else:
+            _save_streamed(export, staging, tensors, max_shard_size)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if model_card:

@@ -100,6 +100,9 @@ class StreamedCheckpoint:
             self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.dtype).eval()
         self.blocks_prefix = find_block_list(self.model)
         self.blocks: nn.ModuleList = self.model.get_submodule(self.blocks_prefix)
+        #: indices of the blocks materialised now, and the most ever materialised at once
+        self.loaded: set[int] = set()
+        self.peak_loaded = 0
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -156,6 +159,8 @@ class StreamedCheckpoint:
         """Put block `index`'s real tensors into the model (on `device`) and return the block."""
         block, prefix = self._block(index)
         self._materialise(block, prefix, torch.device(device) if device is not None else self.device)
+        self.loaded.add(index)
+        self.peak_loaded = max(self.peak_loaded, len(self.loaded))
         return block
 
     def release_block(self, index: int) -> None:
@@ -163,6 +168,7 @@ class StreamedCheckpoint:
         block, _ = self._block(index)
         for local in _state_names(block):
             set_module_tensor_to_device(block, local, "meta")
+        self.loaded.discard(index)
 
     def offload_block(self, index: int) -> None:
         """Write block `index`'s current tensors (e.g. pruned) to the offload folder; later reads use them."""
