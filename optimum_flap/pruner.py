@@ -92,6 +92,9 @@ class FlapPruner:
         get_architecture(AutoConfig.from_pretrained(model_name_or_path))
         pruner = cls(config, device=device, activations=activations)
         model_kwargs.setdefault("dtype", "auto")
+        rank, world_size = distributed_world()
+        if offload_folder is not None and world_size > 1:  # ranks write the same files: one folder each
+            offload_folder = os.path.join(offload_folder, f"rank{rank}")
         if offload_folder is not None and model_kwargs.get("device_map") is None:
             from .streaming import StreamedCheckpoint
 

@@ -284,10 +284,12 @@ def run_prune(args: argparse.Namespace) -> int:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
 
+    from ..engine.distributed import init_from_environment
     from ..pruner import FlapPruner
     from ..utils.devices import resolve_device
 
     resolve_device(args.device)  # a device this machine lacks fails here, before loading the model
+    init_from_environment()  # under torchrun / accelerate launch: calibration is split across the ranks
 
     _status(f"loading {model_path} ({args.dtype})")
     pruner = FlapPruner.from_pretrained(model_path, config=config, device=args.device, activations=args.activations,
