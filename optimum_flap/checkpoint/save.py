@@ -334,35 +334,40 @@ def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
     return export
 
 
+def _export_layout(export: nn.Module) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor the export writes (tied ones left out, as `save_pretrained` does)."""
+    from ..streaming import tied_weight_names
+
+    tied = tied_weight_names(export)
+    return {key: (t.shape, t.dtype) for key, t in export.state_dict().items() if key not in tied}
+
+
 def _export_stream(
-    export: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]]
+    layout: dict[str, tuple[torch.Size, torch.dtype]], tensors: Iterable[tuple[str, torch.Tensor]]
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """The export model's tensors taken from a stream of the source model's, one at a time.
 
     The counterpart of `_export_model` for a model whose weights are not all in memory: names are
-    the same, the zero biases the target class adds come last, tied tensors are left out.
+    the same, and the zero biases the target class adds (see `_export_model`) come last.
     """
-    from ..streaming import tied_weight_names
-
-    tied = tied_weight_names(export)
-    expected = {key: meta for key, meta in export.state_dict().items() if key not in tied}
+    missing = dict(layout)
     for key, tensor in tensors:
-        meta = expected.pop(key, None)
-        if meta is None:
+        expected = missing.pop(key, None)
+        if expected is None:
             raise CheckpointError(f"The export has no tensor {key!r}; it would be lost on reload.")
-        if tuple(tensor.shape) != tuple(meta.shape):
-            raise CheckpointError(f"{key}: shape {tuple(tensor.shape)} but the config implies {tuple(meta.shape)}.")
+        if tuple(tensor.shape) != tuple(expected[0]):
+            raise CheckpointError(f"{key}: shape {tuple(tensor.shape)} but the config implies {tuple(expected[0])}.")
         yield key, tensor
-    for key, meta in expected.items():
+    for key, (shape, dtype) in missing.items():
         if not key.endswith(".bias"):
             raise CheckpointError(f"The model has no tensor for {key!r}.")
-        yield key, torch.zeros(meta.shape, dtype=meta.dtype)
+        yield key, torch.zeros(shape, dtype=dtype)
 
 
 def _save_streamed(
     export: nn.Module, staging: Path, tensors: Iterable[tuple[str, torch.Tensor]], max_shard_size: int | str
 ) -> None:
-    """What `save_pretrained` writes (config, generation config, model code), with shards written one by one."""
+    """What `save_pretrained` writes (config, generation config, model code), with tensors written one by one."""
     from transformers.dynamic_module_utils import custom_object_save
 
     from ..streaming import write_sharded_checkpoint
@@ -374,7 +379,8 @@ def _save_streamed(
     export.config.save_pretrained(staging)
     if export.can_generate():
         export.generation_config.save_pretrained(staging)
-    write_sharded_checkpoint(_export_stream(export, tensors), staging, max_shard_size=max_shard_size)
+    layout = _export_layout(export)
+    write_sharded_checkpoint(_export_stream(layout, tensors), staging, max_shard_size=max_shard_size, layout=layout)
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
