@@ -24,6 +24,8 @@ from accelerate.utils import load_offloaded_weight, offload_weight, save_offload
 from safetensors import safe_open
 from torch import nn
 
+from ..utils.memory import return_freed_memory
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -169,6 +171,7 @@ class StreamedCheckpoint:
         for local in _state_names(block):
             set_module_tensor_to_device(block, local, "meta")
         self.loaded.discard(index)
+        return_freed_memory()
 
     def offload_block(self, index: int) -> None:
         """Write block `index`'s current tensors (e.g. pruned) to the offload folder; later reads use them."""
@@ -197,7 +200,11 @@ class StreamedCheckpoint:
         for name, tensor in self.model.state_dict(keep_vars=True).items():
             if name in tied:
                 continue
-            yield name, (self.read(name).to(self.dtype) if tensor.is_meta else tensor.detach())
+            if not tensor.is_meta:
+                yield name, tensor.detach()
+                continue
+            yield name, self.read(name).to(self.dtype)
+            return_freed_memory()  # the consumer is done with the tensors read before this one
 
     def close(self) -> None:
         """Close the shard files (the memory maps of the checkpoint)."""
