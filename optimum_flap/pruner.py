@@ -103,7 +103,10 @@ class FlapPruner:
                 raise ValueError(f"Streaming from {model_name_or_path} takes no {', '.join(unused)}; "
                                  "allowed: dtype (or device_map to load with accelerate instead).")
             dtype = model_kwargs["dtype"]
-            dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+            if isinstance(dtype, str) and dtype != "auto":
+                dtype = getattr(torch, dtype, dtype)
+            if dtype != "auto" and not isinstance(dtype, torch.dtype):
+                raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. 'bfloat16', torch.float16 or 'auto'.")
             pruner.streamed = StreamedCheckpoint(
                 model_name_or_path, dtype=None if dtype == "auto" else dtype, offload_folder=offload_folder
             )

@@ -103,6 +103,16 @@ def test_streamed_prune_saves_the_in_memory_tensors_one_block_at_a_time(sharded,
         torch.testing.assert_close(reloaded(IDS).logits, reference.model(IDS).logits, atol=1e-5, rtol=0)
 
 
+def test_streamed_prune_in_bfloat16_and_bad_dtype(sharded, tmp_path):
+    with pytest.raises(ValueError, match="dtype='float99' is not a torch dtype"):
+        FlapPruner.from_pretrained(sharded, config=_recipe(), offload_folder=tmp_path / "offload", dtype="float99")
+    pruner = FlapPruner.from_pretrained(sharded, config=_recipe(), offload_folder=tmp_path / "offload",
+                                        dtype="bfloat16")
+    pruner.prune()
+    pruner.save_pretrained(tmp_path / "bf16")
+    assert {t.dtype for t in _tensors(tmp_path / "bf16").values()} == {torch.bfloat16}
+
+
 def test_streamed_prune_from_the_cli(sharded, tmp_path):
     assert ACTIVATION_STORAGES == STORAGES
     recipe = _text_recipe(tmp_path)
