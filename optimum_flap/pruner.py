@@ -6,7 +6,7 @@ import copy
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,17 +19,23 @@ from .architectures import (
     attention_geometry,
     get_architecture,
 )
-from .checkpoint import CheckpointPlan, check_output_dir, save_pruned_model
+from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
 from .engine.activations import STORAGES, Storage
+from .engine.distributed import distributed_world, is_main_process, shard_for_rank
+from .engine.residence import StreamedBlocks
 from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method_class
 from .plan import PruningReport, StructuredLayerPlan
 from .prunable import check_prunable
 from .surgery import record_layout, record_sparsity
+from .utils.devices import resolve_device
 from .utils.model_ref import resolve_model_reference
+
+if TYPE_CHECKING:
+    from .streaming import StreamedCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +44,18 @@ class FlapPruner:
     """Prunes a transformers causal LM with the recipe in a `FlapConfig`.
 
     Use `FlapPruner.from_pretrained(model_id, config=...)` then `prune()`, or
-    `FlapPruner(config).prune_model(model, tokenizer)` for a model already in memory.
+    `FlapPruner(config).prune_model(model, tokenizer)` for a model already in memory (or dispatched
+    by accelerate, layers on "cpu" or "disk" included). `from_pretrained(path, config=...,
+    offload_folder=DIR)` streams a local checkpoint block by block instead of loading it.
+
+    Under torch.distributed (`torchrun`, `accelerate launch`) each rank calibrates on its share of
+    the samples, the statistics are merged exactly, every rank gets the same plan and only rank 0 saves.
 
     Args:
         config: the pruning recipe.
         device: where decoder blocks run during calibration (default: where the model is). A model
-            kept on CPU can be calibrated on a GPU one block at a time.
+            kept on CPU or disk can be calibrated on a GPU one block at a time. A device this machine
+            does not have is refused here, with the devices it has.
         activations: where calibration hidden states wait between blocks: "device" (default), "cpu"
             or "disk" (one file per batch in a temporary directory), for calibration sets larger
             than the device's memory.
@@ -57,8 +69,10 @@ class FlapPruner:
         if activations not in STORAGES:
             raise ValueError(f"Unknown activations storage {activations!r}; allowed: {', '.join(STORAGES)}.")
         self.config = config
-        self.device = device
+        self.device = resolve_device(device)
         self.activations = activations
+        #: the checkpoint being streamed when `from_pretrained` got an `offload_folder` (else None)
+        self.streamed: StreamedCheckpoint | None = None
         self.model: nn.Module | None = None
         self.tokenizer: Any = None
         self.report: PruningReport | None = None
@@ -70,16 +84,48 @@ class FlapPruner:
         model_name_or_path: str | os.PathLike,
         config: FlapConfig,
         device: str | torch.device | None = None,
+        activations: Storage = "device",
+        offload_folder: str | os.PathLike | None = None,
         **model_kwargs: Any,
     ) -> FlapPruner:
-        """Load a model and its tokenizer (keyword arguments go to `AutoModelForCausalLM.from_pretrained`)."""
+        """Load a model and its tokenizer (keyword arguments go to `AutoModelForCausalLM.from_pretrained`).
+
+        With `offload_folder` and no `device_map`, nothing is loaded: the model is a skeleton on the
+        meta device over the local safetensors checkpoint (`streaming.StreamedCheckpoint`), `prune()`
+        reads, calibrates and prunes one decoder block at a time (pruned blocks go to `offload_folder`)
+        and `save_pretrained` writes shard by shard. With a `device_map`, `offload_folder` goes to
+        transformers, for the layers accelerate places on "disk".
+        """
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         model_name_or_path = resolve_model_reference(model_name_or_path)  # a mistyped path fails now, not in 60 s
         get_architecture(AutoConfig.from_pretrained(model_name_or_path))
+        pruner = cls(config, device=device, activations=activations)
         model_kwargs.setdefault("dtype", "auto")
-        pruner = cls(config, device=device)
-        pruner.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
+        rank, world_size = distributed_world()
+        if offload_folder is not None and world_size > 1:  # ranks write the same files: one folder each
+            offload_folder = os.path.join(offload_folder, f"rank{rank}")
+        if offload_folder is not None and model_kwargs.get("device_map") is None:
+            from .streaming import StreamedCheckpoint
+
+            unused = sorted(set(model_kwargs) - {"dtype", "device_map"})
+            if unused:
+                raise ValueError(f"Streaming from {model_name_or_path} takes no {', '.join(unused)}; "
+                                 "allowed: dtype (or device_map to load with accelerate instead).")
+            dtype = model_kwargs["dtype"]
+            if isinstance(dtype, str) and dtype != "auto":
+                dtype = getattr(torch, dtype, dtype)
+            if dtype != "auto" and not isinstance(dtype, torch.dtype):
+                raise ValueError(f"dtype={dtype!r} is not a torch dtype; use e.g. 'bfloat16', torch.float16 or 'auto'.")
+            pruner.streamed = StreamedCheckpoint(
+                model_name_or_path, dtype=None if dtype == "auto" else dtype, offload_folder=offload_folder
+            )
+            pruner.streamed.load_non_block()
+            pruner.model = pruner.streamed.model
+        else:
+            if offload_folder is not None:
+                model_kwargs["offload_folder"] = offload_folder
+            pruner.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
         pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
         return pruner
 
@@ -146,13 +192,20 @@ class FlapPruner:
         method = get_method_class(config.method)(config, arch)
         method.check(model)
         _log_fixed_attention(model, config)
+        rank, world_size = distributed_world()
+        if world_size > 1 and not method.supports_distributed:
+            raise ValueError(f"method={config.method!r} cannot calibrate across {world_size} processes; "
+                             "run it in a single process.")
         ids = None
         if method.needs_calibration():
             ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed,
                                        vocab_size=model.config.vocab_size)
+            ids = shard_for_rank(ids, rank, world_size)
+        streamed = self.streamed is not None and model is self.streamed.model
         pipeline = CalibrationPipeline(
             model, arch, ids, config.batch_size, device=self.device, storage=self.activations,
             apply_plan=lambda layer, plan: apply_layer_plan(layer, arch, plan, physical),
+            blocks=StreamedBlocks(self.streamed, self.device or torch.device("cpu")) if streamed else None,
         )
         was_training, use_cache = model.training, getattr(model.config, "use_cache", None)
         model.eval()
@@ -167,9 +220,14 @@ class FlapPruner:
         return plan.layers
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> CheckpointPlan:
-        """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`)."""
+        """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`).
+
+        A streamed model is written shard by shard from its checkpoint and offload folder.
+        """
         if self.model is None:
             raise RuntimeError("Nothing to save: prune a model first.")
+        if self.streamed is not None and self.model is self.streamed.model:
+            kwargs.setdefault("tensors", self.streamed.iter_state())
         return self.save(self.model, save_directory, tokenizer=self.tokenizer, **kwargs)
 
     @staticmethod
@@ -179,9 +237,17 @@ class FlapPruner:
         """Write safetensors, the patched config, the tokenizer and the recipe to `save_directory`.
 
         Keyword arguments go to `save_pruned_model` (`overwrite`, `max_shard_size`, `checkpoint_format`);
-        the returned plan says which checkpoint kind was written and why.
+        the returned plan says which checkpoint kind was written and why. Under torch.distributed only
+        rank 0 writes; the other ranks get the same plan and wait until the checkpoint is written.
         """
-        return save_pruned_model(model, save_directory, tokenizer=tokenizer, **kwargs)
+        if distributed_world()[1] == 1:
+            return save_pruned_model(model, save_directory, tokenizer=tokenizer, **kwargs)
+        import torch.distributed as dist
+
+        plan = (save_pruned_model(model, save_directory, tokenizer=tokenizer, **kwargs) if is_main_process()
+                else plan_checkpoint(model, kwargs.get("checkpoint_format", "auto")))
+        dist.barrier()
+        return plan
 
     @staticmethod
     def recover(model: nn.Module, tokenizer: Any, recovery_config: Any, **kwargs: Any) -> nn.Module:

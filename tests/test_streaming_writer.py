@@ -66,3 +66,25 @@ def test_rejects_duplicates_and_empty_streams(tmp_path):
         write_sharded_checkpoint([("a", torch.ones(2)), ("a", torch.ones(2))], tmp_path / "dup")
     with pytest.raises(ValueError, match="no tensors to write"):
         write_sharded_checkpoint([], tmp_path / "empty")
+
+
+def test_planned_layout_writes_tensors_in_any_order(tmp_path):
+    from safetensors.torch import load_file
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {"a.weight": torch.randn(40, 30, generator=generator), "b.bias": torch.randn(7).to(torch.bfloat16),
+               "c.index": torch.arange(12, dtype=torch.int64).reshape(3, 4), "d.scale": torch.tensor(2.5)}
+    layout = {name: (tensor.shape, tensor.dtype) for name, tensor in tensors.items()}
+    weight_map = write_sharded_checkpoint(reversed(list(tensors.items())), tmp_path / "planned",
+                                          max_shard_size="4KB", layout=layout)
+    assert set(weight_map.values()) == {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
+    loaded = {}
+    for file in set(weight_map.values()):
+        loaded.update(load_file(tmp_path / "planned" / file))
+    assert loaded.keys() == tensors.keys()
+    assert all(torch.equal(loaded[name], tensors[name]) and loaded[name].dtype == tensors[name].dtype
+               for name in tensors)
+    with pytest.raises(ValueError, match="without 1 tensor"):
+        write_sharded_checkpoint(list(tensors.items())[1:], tmp_path / "short", layout=layout)
+    with pytest.raises(ValueError, match="the layout says"):
+        write_sharded_checkpoint([("a.weight", torch.zeros(3))], tmp_path / "wrong", layout=layout)

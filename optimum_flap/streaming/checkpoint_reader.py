@@ -5,8 +5,9 @@ take no memory, buffers such as the rotary `inv_freq` are computed for real sinc
 saved). The modules outside the decoder blocks (embeddings, final norm, lm_head) are read once;
 each block's tensors are read from the shards with `safetensors.safe_open` when `load_block` asks,
 and handed back to the meta device by `release_block`. A block changed in between (pruned) can be
-written to an offload folder in accelerate's format (`offload_block`); from then on it is read from
-there, with its new shapes, so the original checkpoint is never modified.
+written to an offload folder (`offload_block`: one safetensors file per block, written without
+syncing and read back lazily like the checkpoint); from then on it is read from there, with its new
+shapes, so the original checkpoint is never modified.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from typing import Any
 
 import torch
 from accelerate import init_empty_weights
-from accelerate.utils import load_offloaded_weight, offload_weight, save_offload_index, set_module_tensor_to_device
+from accelerate.utils import set_module_tensor_to_device
 from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
+
+from ..utils.memory import return_freed_memory
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -71,8 +75,8 @@ class StreamedCheckpoint:
             `model.safetensors.index.json`.
         dtype: dtype of the materialised tensors; default the dtype stored in the checkpoint.
         device: where `load_non_block` and `load_block` put tensors unless told otherwise.
-        offload_folder: where `offload_block` writes changed blocks (accelerate's `.dat` + index.json
-            format). Required only for `offload_block`.
+        offload_folder: where `offload_block` writes changed blocks (a safetensors file per block).
+            Required only for `offload_block`.
         model_config: a transformers config to use instead of the one in `path`.
     """
 
@@ -94,12 +98,16 @@ class StreamedCheckpoint:
         self.dtype = dtype or self._stored_dtype()
         self.device = torch.device(device)
         self.offload_folder = Path(offload_folder) if offload_folder is not None else None
-        self._offload_index: dict[str, dict[str, Any]] = {}
+        self._offloaded: dict[str, Path] = {}  # tensor name -> the offload file holding its current value
+        self._offload_writes = 0
         model_config = model_config if model_config is not None else AutoConfig.from_pretrained(self.path)
         with init_empty_weights():  # buffers stay real: non-persistent ones (rotary) are computed here
             self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.dtype).eval()
         self.blocks_prefix = find_block_list(self.model)
         self.blocks: nn.ModuleList = self.model.get_submodule(self.blocks_prefix)
+        #: indices of the blocks materialised now, and the most ever materialised at once
+        self.loaded: set[int] = set()
+        self.peak_loaded = 0
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -119,8 +127,8 @@ class StreamedCheckpoint:
 
     def read(self, name: str) -> torch.Tensor:
         """One tensor, from the offload folder if its block was offloaded, else from the checkpoint."""
-        if name in self._offload_index:
-            return load_offloaded_weight(self.offload_folder / f"{name}.dat", self._offload_index[name])
+        if name in self._offloaded:
+            return self._handle(self._offloaded[name]).get_tensor(name)
         if name not in self.weight_map:
             raise KeyError(f"{name!r} is in the model but not in the checkpoint at {self.path}.")
         return self._handle(self.weight_map[name]).get_tensor(name)
@@ -156,6 +164,8 @@ class StreamedCheckpoint:
         """Put block `index`'s real tensors into the model (on `device`) and return the block."""
         block, prefix = self._block(index)
         self._materialise(block, prefix, torch.device(device) if device is not None else self.device)
+        self.loaded.add(index)
+        self.peak_loaded = max(self.peak_loaded, len(self.loaded))
         return block
 
     def release_block(self, index: int) -> None:
@@ -163,6 +173,8 @@ class StreamedCheckpoint:
         block, _ = self._block(index)
         for local in _state_names(block):
             set_module_tensor_to_device(block, local, "meta")
+        self.loaded.discard(index)
+        return_freed_memory()
 
     def offload_block(self, index: int) -> None:
         """Write block `index`'s current tensors (e.g. pruned) to the offload folder; later reads use them."""
@@ -170,13 +182,16 @@ class StreamedCheckpoint:
             raise ValueError("offload_block needs an offload_folder; pass offload_folder=DIR to StreamedCheckpoint.")
         self.offload_folder.mkdir(parents=True, exist_ok=True)
         block, prefix = self._block(index)
-        written: dict[str, dict[str, Any]] = {}
+        tensors: dict[str, torch.Tensor] = {}
         for local, tensor in block.state_dict().items():
             if tensor.is_meta:
                 raise ValueError(f"block {index} is not loaded ({prefix}{local} is on the meta device).")
-            offload_weight(tensor, prefix + local, self.offload_folder, index=written)
-        save_offload_index(written, self.offload_folder)
-        self._offload_index.update(written)
+            tensors[prefix + local] = tensor.detach().to("cpu").contiguous()
+        # a new file each time: an earlier version of the block may still be memory-mapped for reading
+        self._offload_writes += 1
+        file = self.offload_folder / f"block-{index:05d}-{self._offload_writes:05d}.safetensors"
+        save_file(tensors, file, metadata={"format": "pt"})
+        self._offloaded.update(dict.fromkeys(tensors, file))
 
     # -- the whole model, tensor by tensor -----------------------------------------------------------
 
@@ -191,7 +206,11 @@ class StreamedCheckpoint:
         for name, tensor in self.model.state_dict(keep_vars=True).items():
             if name in tied:
                 continue
-            yield name, (self.read(name).to(self.dtype) if tensor.is_meta else tensor.detach())
+            if not tensor.is_meta:
+                yield name, tensor.detach()
+                continue
+            yield name, self.read(name).to(self.dtype)
+            return_freed_memory()  # the consumer is done with the tensors read before this one
 
     def close(self) -> None:
         """Close the shard files (the memory maps of the checkpoint)."""

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 
+from ...engine.distributed import collective_device, distributed_world
 from .config import IMPORTANCE_METRICS
 
 
@@ -50,6 +52,14 @@ class BlockImportance:
         distances = token_distances(inputs, outputs, self.metric)
         self.total += float(distances.to(torch.float64).sum())
         self.count += distances.numel()
+
+    def all_reduce(self) -> None:
+        """Sum every torch.distributed rank's distance total and token count (a no-op in one process)."""
+        if distributed_world()[1] == 1:
+            return
+        totals = torch.tensor([self.total, float(self.count)], dtype=torch.float64, device=collective_device())
+        dist.all_reduce(totals)
+        self.total, self.count = float(totals[0]), int(totals[1])
 
     @property
     def value(self) -> float:

@@ -115,6 +115,7 @@ class CfspMethod(PruningMethod):
     """CFSP: block importance from each block's hidden states, fine FFN (and head-group) channel scores."""
 
     name = "cfsp"
+    supports_distributed = True
 
     def __init__(self, config: Any, architecture: Any) -> None:
         super().__init__(config, architecture)
@@ -147,6 +148,12 @@ class CfspMethod(PruningMethod):
 
     def on_block_output(self, block: Any, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
         self._importance.update(inputs, outputs)
+
+    def all_reduce(self) -> None:
+        self._importance.all_reduce()
+        for stats in (self._mlp, self._attention):
+            if stats is not None:
+                stats.all_reduce()
 
     def block_done(self, block: Any) -> None:
         arch = self.architecture

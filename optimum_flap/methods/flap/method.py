@@ -61,6 +61,7 @@ class FlapFamilyMethod(PruningMethod):
     """FLAP's fluctuation metric, or the wanda-sp / magnitude-sp column scores (by `config.method`)."""
 
     name = "flap"
+    supports_distributed = True
 
     def __init__(self, config: Any, architecture: Any) -> None:
         super().__init__(config, architecture)
@@ -94,6 +95,10 @@ class FlapFamilyMethod(PruningMethod):
         arch = self.architecture
         self._stats = {arch.attention_output_path(): ChannelStatistics(), arch.mlp_output_path(): ChannelStatistics()}
         return {path: stats.update for path, stats in self._stats.items()}
+
+    def all_reduce(self) -> None:
+        for stats in self._stats.values():
+            stats.all_reduce()
 
     def block_done(self, block: Any) -> None:
         """Score the block's channels from its weights and the statistics its observers collected."""
