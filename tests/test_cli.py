@@ -15,7 +15,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -243,19 +242,21 @@ def test_option_of_another_method_is_a_one_line_usage_error(tmp_path, capsys, ar
     assert not (tmp_path / "out").exists()
 
 
-def test_version_and_help_are_fast_and_import_no_torch():
-    """The CLI module, the registry and the configs import no torch or transformers: --help is instant."""
-    probe = _run([sys.executable, "-c", "import sys, optimum_flap.commands.cli; "
-                  "print('torch' in sys.modules, 'transformers' in sys.modules)"])
-    assert probe.stdout.split() == ["False", "False"], probe.stderr
+def test_version_and_help_import_no_torch(tmp_path):
+    """--version, --help and every sub-command's --help answer without importing torch or transformers.
+
+    Those imports are what made them slow (seconds); here they are made impossible: a `torch` and a
+    `transformers` package that raise on import shadow the real ones, and every command must still succeed.
+    """
+    for name in ("torch", "transformers"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} imported by the CLI')\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), ENV.get("PYTHONPATH", "")])}
     outputs = {}
     for argv in (["--version"], ["--help"], ["prune", "--help"], ["eval", "--help"], ["benchmark", "--help"],
                  ["recover", "--help"], ["export-gguf", "--help"]):
-        start = time.perf_counter()
-        result = _run(CLI + argv)
-        seconds = time.perf_counter() - start
-        assert result.returncode == 0, result.stderr
-        assert seconds < 1.5, (argv, seconds)
+        result = subprocess.run(CLI + argv, capture_output=True, text=True, env=env, timeout=TIMEOUT)
+        assert result.returncode == 0, (argv, result.stderr)
         outputs[argv[0]] = result.stdout
     assert "--cfsp-prune-attention, --no-cfsp-prune-attention" in outputs["prune"]
     assert "{prune,eval,benchmark,recover,export-gguf}" in outputs["--help"]

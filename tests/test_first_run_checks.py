@@ -68,8 +68,9 @@ def test_model_reference_rule(tmp_path, monkeypatch):
         resolve_model_reference("no-such-org/no-such-model")
 
 
-def _cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+def _cli(*args: str, extra_path: Path | None = None) -> tuple[subprocess.CompletedProcess, float]:
+    paths = [str(extra_path) if extra_path else None, str(REPO), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "optimum_flap.commands.cli", *args], capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, timeout=120, env=env, cwd=REPO)
@@ -77,9 +78,13 @@ def _cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
 
 
 def test_missing_local_model_fails_at_once_naming_it(tmp_path):
+    """The path is checked before anything heavy is imported: with torch made unimportable it still fails cleanly."""
     missing = tmp_path / "typo"
-    done, _ = _cli("eval", "--model", str(missing), "--max-windows", "1")
-    assert done.returncode == 2 and f"model directory not found: {missing}" in done.stderr
+    blocked = tmp_path / "blocked"
+    (blocked / "torch").mkdir(parents=True)
+    (blocked / "torch" / "__init__.py").write_text("raise ImportError('torch imported before the path check')\n")
+    done, _ = _cli("eval", "--model", str(missing), "--max-windows", "1", extra_path=blocked)
+    assert done.returncode == 2 and f"model directory not found: {missing}" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("method, used", [("flap", "true"), ("wanda-sp", "false")])
