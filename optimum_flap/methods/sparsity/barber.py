@@ -43,12 +43,12 @@ class SquaredGradientMean:
 
     def update(self, grad: torch.Tensor) -> None:
         """Add the gradient of one sample's loss."""
-        square = grad.detach().to(torch.float32) ** 2
+        grad = grad.detach().to(torch.float32)
         self.count += 1
         if self.mean_square is None:
-            self.mean_square = square
-        else:
-            self.mean_square += (square - self.mean_square) / self.count
+            self.mean_square = grad * grad
+        else:  # in place, no weight-sized temporary: m <- m (n-1)/n + g^2 / n
+            self.mean_square.mul_((self.count - 1) / self.count).addcmul_(grad, grad, value=1.0 / self.count)
 
 
 def barber_scores(weight: torch.Tensor, gradient_mean_square: torch.Tensor) -> torch.Tensor:
