@@ -40,7 +40,6 @@ class BarberMethod(PruningMethod):
         super().__init__(config, architecture)
         self.pattern = parse_sparsity_type(config.sparsity_type, config.pruning_ratio)
         self.paths = tuple(architecture.projection_paths())
-        self._plans: list[MaskLayerPlan] = []
 
     def check(self, model: nn.Module) -> None:
         check_n_m_divisible(self.paths, self.architecture.decoder_layers(model), self.pattern)
@@ -99,8 +98,11 @@ class BarberMethod(PruningMethod):
         prefixed.update({f"{arch.mlp_name}.{p}": m for p, m in mlp_plan.masks.items()})
         weights = {f"{arch.attention_name}.{p}": w for p, w in attention_plan.weights.items()}
         weights.update({f"{arch.mlp_name}.{p}": w for p, w in mlp_plan.weights.items()})
-        self._plans.append(MaskLayerPlan({path: mask.cpu() for path, mask in prefixed.items()}))
         return MaskLayerPlan(prefixed, weights)
 
     def finish(self, model: nn.Module) -> PruningPlan:
-        return PruningPlan(kind="mask", layers=self._plans)
+        """Every layer's plan was applied in `block_done`; the zeros in the model are the record.
+
+        Masks are not kept: for all layers they would weigh a quarter of a float32 model.
+        """
+        return PruningPlan(kind="mask", layers=[])

@@ -31,8 +31,6 @@ class SparseMaskMethod(PruningMethod):
         self.pattern = parse_sparsity_type(config.sparsity_type, config.pruning_ratio)
         self.paths = tuple(architecture.projection_paths())
         self._statistics: InputStatistics | None = None
-        #: the masks of the layers done so far (on CPU); weights are not kept once applied
-        self._plans: list[MaskLayerPlan] = []
 
     def needs_calibration(self) -> bool:
         return self.config.method != "magnitude"
@@ -48,8 +46,11 @@ class SparseMaskMethod(PruningMethod):
         statistics = self._statistics or InputStatistics(self.config.method, self.paths)
         masks, weights = initial_masks(block.module, self.paths, statistics, self.config.pruning_ratio, self.pattern)
         self._statistics = None
-        self._plans.append(MaskLayerPlan({path: mask.cpu() for path, mask in masks.items()}))
         return MaskLayerPlan(masks, weights)
 
     def finish(self, model: nn.Module) -> PruningPlan:
-        return PruningPlan(kind="mask", layers=self._plans)
+        """Every layer's plan was applied in `block_done`; the zeros in the model are the record.
+
+        Masks are not kept: for all layers they would weigh a quarter of a float32 model.
+        """
+        return PruningPlan(kind="mask", layers=[])

@@ -81,13 +81,23 @@ def _swap(scores: torch.Tensor, keep: torch.Tensor, counts: torch.Tensor) -> tor
     return (keep | revive) & ~drop
 
 
+#: groups are rebuilt in this many chunks of rows: the sorts' temporaries (values, int64 indices) then
+#: weigh a fraction of the matrix instead of several times it
+_CHUNKS = 8
+
+
+def _rebuild_groups(scores: torch.Tensor, keep: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Rebuild each row (comparison group) of `[groups, size]` scores on its own, a chunk of rows at a time."""
+    chunk = -(-scores.shape[0] // _CHUNKS)
+    return torch.cat([_swap(s, k, swap_counts(s, k, alpha)) for s, k in zip(scores.split(chunk), keep.split(chunk))])
+
+
 def rebuild_mask(scores: torch.Tensor, keep: torch.Tensor, alpha: float, granularity: str = "output1") -> torch.Tensor:
     """One matrix's rebuilt keep-mask; the kept count of every comparison group is unchanged."""
     check_scores(scores, keep)
     check_alpha(alpha)
     check_granularity(granularity)
-    grouped_scores, grouped_keep = as_groups(scores, granularity), as_groups(keep, granularity)
-    rebuilt = _swap(grouped_scores, grouped_keep, swap_counts(grouped_scores, grouped_keep, alpha))
+    rebuilt = _rebuild_groups(as_groups(scores, granularity), as_groups(keep, granularity), alpha)
     return from_groups(rebuilt, granularity, keep.shape)
 
 
