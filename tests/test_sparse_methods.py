@@ -17,14 +17,16 @@ from tiny_models import calibration_ids, tiny_model
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.architectures import LLAMA
 from optimum_flap.engine.statistics import ChannelStatistics
+from optimum_flap.evaluation import speed
+from optimum_flap.evaluation.sparse_kernels import is_two_four, semi_structured_weights
 from optimum_flap.methods.sparsity import follows_n_m, input_norm, unstructured_mask, wanda_scores
 
 PATHS = tuple(LLAMA.projection_paths())
 CALIBRATION = dict(dataset=calibration_ids(16, 16), num_samples=16, seq_len=16, batch_size=4)
 
 
-def prune(method: str, family: str = "llama-gqa", **options):
-    model = tiny_model(family)
+def prune(method: str, family: str = "llama-gqa", hidden_size: int = 64, intermediate_size: int = 96, **options):
+    model = tiny_model(family, hidden_size=hidden_size, intermediate_size=intermediate_size)
     pruner = FlapPruner(FlapConfig(method=method, **CALIBRATION, **options))
     pruner.prune_model(model)
     return model, pruner
@@ -215,3 +217,27 @@ def test_sparse_checkpoint_reloads_without_the_package_with_identical_logits(tmp
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULTS="))[len("RESULTS="):])
     assert result == {"max_diff": 0.0, "class": "LlamaForCausalLM", "zeros": 0.5, "imported": False}
+
+
+def test_speed_report_says_no_sparse_speed_up_is_measured_on_cpu():
+    model, _ = prune("wanda", sparsity_type="2:4")
+    report = speed(model, batch_sizes=(1,), prompt_len=8, new_tokens=2, warmup=0, repeats=1)
+    assert report.sparse_kernels == ("21 2:4 Linear layers; on cpu the zero weights run through dense kernels: "
+                                     "no sparse speed-up is measured")
+    dense = speed(tiny_model("llama-gqa"), batch_sizes=(1,), prompt_len=8, new_tokens=2, warmup=0, repeats=1)
+    assert dense.sparse_kernels == "no 2:4 Linear layers: dense kernels"
+    assert not is_two_four(torch.tensor([[1.0, 2.0, 3.0, 0.0]])) and is_two_four(torch.tensor([[1.0, 0, 0, 2.0]]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
+                    reason="semi-structured sparse kernels need a CUDA GPU of compute capability 8.0+")
+def test_two_four_model_runs_through_semi_structured_kernels_on_a_recent_gpu():
+    model, _ = prune("wanda", sparsity_type="2:4", hidden_size=128, intermediate_size=256)
+    model = model.half().cuda()
+    ids = torch.tensor([[1, 5, 9, 33, 4, 77, 12, 100]], device="cuda")
+    with torch.no_grad():
+        dense_logits = model(ids).logits
+        with semi_structured_weights(model) as description:
+            sparse_logits = model(ids).logits
+    assert "semi-structured sparse kernels" in description
+    torch.testing.assert_close(sparse_logits, dense_logits, atol=5e-2, rtol=5e-2)
