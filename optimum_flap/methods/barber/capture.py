@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-#: one sequence's sub-block input and its call keywords (the `Sample` of `rebuild_block_masks`)
-Sample = tuple[torch.Tensor, dict[str, Any]]
+#: one sequence's sub-block input and its call keywords (a sample of `rebuild_block_masks`)
+SubBlockCall = tuple[torch.Tensor, dict[str, Any]]
 
 
 class _Captured(Exception):
@@ -32,7 +32,7 @@ def _split(value: Any, index: int, batch: int) -> Any:
     return value
 
 
-def per_sequence(hidden: torch.Tensor, kwargs: Mapping[str, Any]) -> list[Sample]:
+def per_sequence(hidden: torch.Tensor, kwargs: Mapping[str, Any]) -> list[SubBlockCall]:
     """Split one batched sub-block call into one (input, keywords) sample per sequence."""
     batch = hidden.shape[0]
     return [(hidden[i:i + 1], {k: _split(v, i, batch) for k, v in kwargs.items()}) for i in range(batch)]
@@ -40,9 +40,9 @@ def per_sequence(hidden: torch.Tensor, kwargs: Mapping[str, Any]) -> list[Sample
 
 def capture_inputs(
     sub_block: nn.Module, run_layer: Callable[[], Any], hidden_name: str = "hidden_states"
-) -> list[Sample]:
+) -> list[SubBlockCall]:
     """The per-sequence inputs `sub_block` receives when `run_layer()` runs its decoder layer once."""
-    captured: list[Sample] = []
+    captured: list[SubBlockCall] = []
 
     def hook(_module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         kwargs = dict(kwargs)

@@ -26,7 +26,7 @@ from ..base import PruningMethod
 from ..sparse.patterns import parse_sparsity_type
 from ..sparse.scoring import InputStatistics, check_n_m_divisible, initial_masks
 from ..sparsity import rebuild_block_masks
-from .capture import Sample, capture_inputs, replaced_output
+from .capture import SubBlockCall, capture_inputs, replaced_output
 
 
 class BarberMethod(PruningMethod):
@@ -48,7 +48,7 @@ class BarberMethod(PruningMethod):
         prefix = sub_block_name + "."
         return [path[len(prefix):] for path in self.paths if path.startswith(prefix)]
 
-    def _rebuild(self, sub_block: nn.Module, paths: list[str], samples: list[Sample]) -> MaskLayerPlan:
+    def _rebuild(self, sub_block: nn.Module, paths: list[str], samples: list[SubBlockCall]) -> MaskLayerPlan:
         """The sub-block's rebuilt masks (paths inside it), with SparseGPT's weights when they are kept."""
         config = self.config
         statistics = InputStatistics(config.barber_init, paths)
