@@ -26,7 +26,7 @@ from optimum_flap.data import load_calibration_ids
 from optimum_flap.evaluation.data import data_dir
 from optimum_flap.methods.barber.capture import capture_inputs
 from optimum_flap.methods.sparse.patterns import parse_sparsity_type
-from optimum_flap.methods.sparse.scoring import InputStatistics, initial_masks
+from optimum_flap.methods.sparse.scoring import InputStatistics, initial_masks, observe_calls
 from optimum_flap.methods.sparsity import barber_scores, dense_gradient_statistics, rebuild_masks, rebuild_n_m_mask
 
 
@@ -78,13 +78,7 @@ def main() -> None:
                 for init in args.inits:
                     start = time.perf_counter()
                     statistics = InputStatistics(init, paths)
-                    hooks = [module.get_submodule(p).register_forward_pre_hook(lambda _m, a, f=f: f(a[0]))
-                             for p, f in statistics.observers().items()]
-                    with torch.no_grad():
-                        for x, kw in samples:
-                            module(x, **kw)
-                    for hook in hooks:
-                        hook.remove()
+                    observe_calls(module, statistics, samples)
                     masks, _ = initial_masks(module, paths, statistics, ratio, pattern)
                     base = block_error(module, samples, targets, masks)
                     gradients = dense_gradient_statistics(module, samples, masks)

@@ -24,7 +24,7 @@ from torch import nn
 from ...plan import MaskLayerPlan, PruningPlan
 from ..base import PruningMethod
 from ..sparse.patterns import parse_sparsity_type
-from ..sparse.scoring import InputStatistics, check_n_m_divisible, initial_masks
+from ..sparse.scoring import InputStatistics, check_n_m_divisible, initial_masks, observe_calls
 from ..sparsity import rebuild_block_masks
 from .capture import SubBlockCall, capture_inputs, replaced_output
 
@@ -52,15 +52,7 @@ class BarberMethod(PruningMethod):
         """The sub-block's rebuilt masks (paths inside it), with SparseGPT's weights when they are kept."""
         config = self.config
         statistics = InputStatistics(config.barber_init, paths)
-        handles = [sub_block.get_submodule(path).register_forward_pre_hook(
-            lambda _m, args, observe=observe: observe(args[0])) for path, observe in statistics.observers().items()]
-        try:
-            with torch.no_grad():
-                for x, kwargs in samples if statistics.statistics else ():
-                    sub_block(x, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        observe_calls(sub_block, statistics, samples)
         masks, reconstructed = initial_masks(sub_block, paths, statistics, config.pruning_ratio, self.pattern)
         rebuilt = rebuild_block_masks(
             sub_block, samples, masks, config.barber_alpha, config.barber_granularity,

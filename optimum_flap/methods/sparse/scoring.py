@@ -7,7 +7,8 @@ nothing); `initial_masks` turns them into keep-masks (and SparseGPT's updated we
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,6 +45,22 @@ class InputStatistics:
 
     def observers(self) -> dict[str, Callable[[torch.Tensor], None]]:
         return {path: stats.update for path, stats in self.statistics.items()}
+
+
+def observe_calls(module: nn.Module, statistics: InputStatistics,
+                  calls: Iterable[tuple[torch.Tensor, Mapping[str, Any]]]) -> None:
+    """Run `module` on each (input, keywords) call with `statistics`' observers on its Linears (no grad)."""
+    if not statistics.statistics:  # magnitude: nothing to observe
+        return
+    handles = [module.get_submodule(path).register_forward_pre_hook(lambda _m, args, observe=observe: observe(args[0]))
+               for path, observe in statistics.observers().items()]
+    try:
+        with torch.no_grad():
+            for x, kwargs in calls:
+                module(x, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def initial_mask(
