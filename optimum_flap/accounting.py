@@ -70,6 +70,20 @@ def nonzero_decoder_parameters(model: nn.Module, spec: DecoderArchitecture) -> i
     return total
 
 
+def decoder_linear_weights(model: nn.Module, spec: DecoderArchitecture) -> tuple[int, int]:
+    """(weight entries, non-zero weight entries) of every decoder projection: a sparse method's ratio base.
+
+    For unstructured and N:M methods `pruning_ratio` is the fraction of these weights set to zero
+    (biases are not pruned), so `achieved_ratio(*decoder_linear_weights(model, spec))` is the sparsity.
+    """
+    total = nonzero = 0
+    for layer in spec.decoder_layers(model):
+        for linear, _ in _layer_modules(layer, spec).values():
+            total += linear.weight.numel()
+            nonzero += int(torch.count_nonzero(linear.weight))
+    return total, nonzero
+
+
 def kept_parameters(model: nn.Module, spec: DecoderArchitecture, physical: bool) -> int:
     """Decoder linear parameters of a pruned model: its projections' sizes, or their non-zeros when masked."""
     return decoder_linear_parameters(model, spec) if physical else nonzero_decoder_parameters(model, spec)

@@ -25,8 +25,10 @@ from .recipe import Recipe, is_int
 from .version import __version__
 
 CONFIG_NAME = "flap_config.json"
+#: `pruning_ratio` when neither the caller nor the method's options (an N:M pattern) set it
+DEFAULT_PRUNING_RATIO = 0.2
 
-__all__ = ["CFSP_DEFAULT_TEMPERATURE", "CONFIG_NAME", "FlapConfig", "method_option_names"]
+__all__ = ["CFSP_DEFAULT_TEMPERATURE", "CONFIG_NAME", "DEFAULT_PRUNING_RATIO", "FlapConfig", "method_option_names"]
 
 
 def method_option_names() -> tuple[str, ...]:
@@ -49,7 +51,9 @@ class FlapConfig(Recipe):
     Args:
         method: a registered method: `"flap"` (fluctuation metric), the baselines `"wanda-sp"`
             (|W|·‖x‖ column score) and `"magnitude-sp"` (weight column norm), or `"cfsp"`.
-        pruning_ratio: fraction of the decoder's linear-layer parameters to remove, in [0, 1).
+        pruning_ratio: fraction of the decoder's linear-layer parameters to remove, in [0, 1); for the
+            weight-level methods (magnitude, wanda, sparsegpt, barber) the fraction of decoder linear
+            weights set to zero. None: 0.2, or 1 - N/M for an N:M `sparsity_type`.
         dataset: calibration text: `"wikitext2"`, `"c4"`, a local file (`.txt`, `.raw`, `.tokens`,
             `.jsonl`/`.json` with a `text` field), a list of strings, or pre-tokenized ids.
         num_samples: number of calibration sequences (the paper uses 1024).
@@ -72,7 +76,7 @@ class FlapConfig(Recipe):
     def __init__(
         self,
         method: str = "flap",
-        pruning_ratio: float = 0.2,
+        pruning_ratio: float | None = None,
         dataset: str | Sequence[str] | Sequence[Sequence[int]] = "wikitext2",
         num_samples: int = 1024,
         seq_len: int = 128,
@@ -88,13 +92,16 @@ class FlapConfig(Recipe):
         if "bias_compensation" in options and options["bias_compensation"] is None:
             del options["bias_compensation"]
         self.method = method
+        self.method_options: MethodOptions = registration.options(**options)
+        if pruning_ratio is None:
+            implied = self.method_options.implied_pruning_ratio()
+            pruning_ratio = DEFAULT_PRUNING_RATIO if implied is None else implied
         self.pruning_ratio = pruning_ratio
         self.dataset = dataset
         self.num_samples = num_samples
         self.seq_len = seq_len
         self.seed = seed
         self.batch_size = batch_size
-        self.method_options: MethodOptions = registration.options(**options)
         self.validate()
 
     @classmethod
@@ -116,6 +123,7 @@ class FlapConfig(Recipe):
             0.0 <= self.pruning_ratio < 1.0
         ):
             raise self._fail("pruning_ratio", self.pruning_ratio, "a number in [0, 1)")
+        self.method_options.check_pruning_ratio(self.pruning_ratio)
         for name in ("num_samples", "seq_len", "batch_size"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:

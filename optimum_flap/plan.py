@@ -72,7 +72,8 @@ class PruningReport:
     """What a pruning run achieved, for logs, model cards and benchmarks."""
 
     method: str
-    #: the budget structure, for the methods that have one (FLAP family); None otherwise
+    #: the budget structure, for the methods that have one (FLAP family); None otherwise. For a mask plan
+    #: the ratios and the decoder counts are of decoder linear weights (zeroed, non-zero), not parameters
     structure: str | None
     target_ratio: float
     achieved_ratio: float
@@ -81,10 +82,19 @@ class PruningReport:
     parameters_before: int
     parameters_after: int
     seconds: float
+    #: "structured" (units removed, shapes shrink) or "mask" (weights zeroed in place, shapes kept)
+    kind: PlanKind = "structured"
 
     def summary(self) -> str:
+        name = " ".join(filter(None, (self.method, self.structure)))
+        if self.kind == "mask":  # a masked model keeps its size: its result is a sparsity
+            return (
+                f"{name}: sparsity {self.achieved_ratio:.2%} of decoder linear weights set to zero "
+                f"(target {self.target_ratio:.2%}); non-zero decoder linear weights "
+                f"{self.decoder_parameters_before:,} -> {self.decoder_parameters_after:,}; {self.seconds:.1f} s"
+            )
         return (
-            f"{' '.join(filter(None, (self.method, self.structure)))}: removed {self.achieved_ratio:.2%} of "
+            f"{name}: removed {self.achieved_ratio:.2%} of "
             "decoder linear parameters "
             f"(target {self.target_ratio:.2%}); parameters {self.parameters_before:,} -> "
             f"{self.parameters_after:,}; {self.seconds:.1f} s"

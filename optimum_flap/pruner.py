@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .accounting import achieved_ratio, decoder_linear_parameters, kept_parameters
+from .accounting import achieved_ratio, decoder_linear_parameters, decoder_linear_weights, kept_parameters
 from .architectures import (
     MLP_OUTPUT,
     DecoderArchitecture,
@@ -28,7 +28,7 @@ from .engine.distributed import distributed_world, is_main_process, shard_for_ra
 from .engine.residence import StreamedBlocks
 from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method_class
-from .plan import PruningReport, StructuredLayerPlan
+from .plan import MaskLayerPlan, PlanKind, PruningReport, StructuredLayerPlan
 from .prunable import check_prunable
 from .surgery import record_layout, record_sparsity
 from .utils.devices import resolve_device
@@ -160,16 +160,21 @@ class FlapPruner:
         start = time.perf_counter()
         decoder_before = decoder_linear_parameters(model, arch)
         total_before = sum(p.numel() for p in model.parameters())
-        plans = self._plans(model, arch, tokenizer, physical)
-        heads, kv_heads, _ = attention_geometry(model.config)
-        layout = record_layout(model, arch, _relative_to_dense(plans, previous), heads // kv_heads)
+        kind, plans = self._plans(model, arch, tokenizer, physical)
+        layout = None
+        if kind == "structured":  # a mask plan keeps every shape: there is no layout to record
+            heads, kv_heads, _ = attention_geometry(model.config)
+            layout = record_layout(model, arch, _relative_to_dense(plans, previous), heads // kv_heads)
         setattr(model.config, RECIPE_KEY, config.to_dict())
-        if not physical:
+        if kind == "mask" or not physical:
             record_sparsity(model, arch)
         decoder_after = kept_parameters(model, arch, physical)
+        if kind == "mask":  # the ratio of a sparse method is of weights zeroed (biases are not pruned)
+            decoder_before, decoder_after = decoder_linear_weights(model, arch)
         self.report = PruningReport(
             method=config.method,
             structure=config.structure,
+            kind=kind,
             target_ratio=config.pruning_ratio,
             achieved_ratio=achieved_ratio(decoder_before, decoder_after),
             decoder_parameters_before=decoder_before,
@@ -182,14 +187,20 @@ class FlapPruner:
         self.model, self.tokenizer, self.layout = model, tokenizer, layout
         return model
 
-    def _plans(self, model: nn.Module, arch, tokenizer: Any, physical: bool) -> list[StructuredLayerPlan]:
-        """Run the method through the calibration pipeline, which applies each layer's plan in place."""
+    def _plans(self, model: nn.Module, arch, tokenizer: Any, physical: bool) -> tuple[PlanKind, list]:
+        """Run the method through the calibration pipeline, which applies each layer's plan in place.
+
+        Returns the plan's kind ("structured" or "mask") and its layer plans.
+        """
         config = self.config
+        method_class = get_method_class(config.method)
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
-            return [_keep_everything(layer, arch) for layer in arch.decoder_layers(model)]
+            if method_class.plan_kind == "mask":
+                return "mask", [MaskLayerPlan({}) for _ in arch.decoder_layers(model)]
+            return "structured", [_keep_everything(layer, arch) for layer in arch.decoder_layers(model)]
         config = _keep_heads_where_required(model, arch, config)
-        method = get_method_class(config.method)(config, arch)
+        method = method_class(config, arch)
         method.check(model)
         _log_fixed_attention(model, config)
         rank, world_size = distributed_world()
@@ -217,7 +228,7 @@ class FlapPruner:
                 model.config.use_cache = use_cache
         for key, value in plan.config_records.items():
             setattr(model.config, key, value)
-        return plan.layers
+        return plan.kind, plan.layers
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> CheckpointPlan:
         """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`).

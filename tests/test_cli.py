@@ -204,8 +204,13 @@ def test_every_option_of_every_method_is_reachable_from_the_command_line(method)
     options = {spec.name: _other_value(spec) for spec in option_specs(get_registered_method(method).options)}
     if "remove_heads" in options:  # the one option that needs another: a manual structure
         options["structure"] = "AL-MM"
-    shared = {"pruning_ratio": 0.35, "dataset": "c4", "num_samples": 16, "seq_len": 64, "seed": 5, "batch_size": 2}
-    argv = ["prune", "--model", "m", "-o", "out", "--method", method, "--ratio", "0.35", "--dataset", "c4",
+    ratio = 0.35
+    if "barber_granularity" in options:  # an N:M sparsity type would need the output1 granularity
+        del options["sparsity_type"]
+    elif "sparsity_type" in options:  # an N:M pattern fixes the ratio
+        options["sparsity_type"], ratio = "2:4", 0.5
+    shared = {"pruning_ratio": ratio, "dataset": "c4", "num_samples": 16, "seq_len": 64, "seed": 5, "batch_size": 2}
+    argv = ["prune", "--model", "m", "-o", "out", "--method", method, "--ratio", str(ratio), "--dataset", "c4",
             "--num-samples", "16", "--seq-len", "64", "--seed", "5", "--batch-size", "2", *_flags(options)]
     from_cli = config_from_args(build_parser().parse_args(argv))
     expected = FlapConfig(method=method, **shared, **options)

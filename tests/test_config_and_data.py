@@ -26,7 +26,7 @@ from optimum_flap.methods.flap.scores import channel_scores, standardize
 @pytest.mark.parametrize(
     "field,value,allowed",
     [
-        ("method", "sparsegpt", "flap, wanda-sp, magnitude-sp"),
+        ("method", "obs", "flap, wanda-sp, magnitude-sp, cfsp, magnitude, wanda, sparsegpt, barber"),
         ("pruning_ratio", 1.0, "[0, 1)"),
         ("pruning_ratio", -0.1, "[0, 1)"),
         ("pruning_ratio", "0.2", "[0, 1)"),

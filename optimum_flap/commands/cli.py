@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ..configuration import FlapConfig, method_option_names
+from ..configuration import DEFAULT_PRUNING_RATIO, FlapConfig, method_option_names
 from ..methods.options import OptionSpec, option_specs
 from ..methods.registry import get_registered_method, methods_with_option, registered_methods
 from ..version import __version__
@@ -139,8 +139,9 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
                      help=f"pruning method (default: {_config_default('method')}): " + "; ".join(
                          f"{name}: {get_registered_method(name).summary}" for name in methods))
     cfg.add_argument("--ratio", type=float, default=None, metavar="R",
-                     help="fraction of decoder linear parameters to remove, in [0, 1) "
-                     f"(default: {_config_default('pruning_ratio')})")
+                     help="fraction of decoder linear parameters to remove, in [0, 1) (for magnitude, wanda, "
+                     f"sparsegpt, barber: of weights zeroed) (default: {DEFAULT_PRUNING_RATIO}, or 1 - N/M for "
+                     "an N:M --sparsity-type)")
     cfg.add_argument("--dataset", default=None,
                      help="calibration text: 'wikitext2', 'c4' or a local .txt/.raw/.tokens/.jsonl/.json file "
                      f"(default: {_config_default('dataset')})")

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .sparse_kernels import semi_structured_weights
+
 DEFAULT_PROMPT = (
     "The tower is 324 metres tall, about the same height as an 81-storey building, and the tallest "
     "structure in Paris. Its base is square, measuring 125 metres on each side. During its "
@@ -98,6 +100,9 @@ class SpeedReport:
     num_parameters: int
     #: CPU threads torch used, host and library versions (timings depend on them)
     environment: dict[str, Any] = field(default_factory=dict)
+    #: how 2:4 sparse weights were run: semi-structured sparse kernels on a GPU that has them, or why
+    #: no sparse speed-up is measured (see `optimum_flap.evaluation.sparse_kernels`)
+    sparse_kernels: str = ""
 
     def batch(self, batch_size: int) -> BatchSpeed:
         """The entry for ``batch_size``."""
@@ -281,6 +286,10 @@ def speed(
         repeats: timed runs per batch size; medians and quartiles are over these.
         seed: seed for random prompt ids.
 
+    A model with 2:4 sparse Linear weights runs through PyTorch's semi-structured sparse kernels on a
+    CUDA GPU of compute capability 8.0 or newer (its weights are restored afterwards); elsewhere the
+    report's ``sparse_kernels`` says that no sparse speed-up is measured.
+
     Returns:
         A :class:`SpeedReport`.
     """
@@ -294,7 +303,7 @@ def speed(
     model.eval()
     batches: list[BatchSpeed] = []
     try:
-        with _peak_memory(device) as mem:
+        with semi_structured_weights(model) as sparse_kernels, _peak_memory(device) as mem:
             for bs in batch_sizes:
                 ids = prompt.unsqueeze(0).expand(int(bs), -1).contiguous()
                 for _ in range(warmup):
@@ -332,4 +341,5 @@ def speed(
         parameter_bytes=nbytes,
         num_parameters=count,
         environment=env,
+        sparse_kernels=sparse_kernels,
     )

@@ -26,8 +26,9 @@ Hooks, in the order the pipeline calls them:
 
 Class attributes tell the pipeline what the method needs:
 - `propagation`: "dense" (the next block sees the dense block's outputs: one-shot FLAP/CFSP),
-  "pruned" (it sees the pruned block's outputs: SparseGPT, Wanda sequential), or "both" (two
-  streams, for a method comparing a pruned block with its dense twin: LLM-Barber).
+  "pruned" (it sees the pruned block's outputs: magnitude, Wanda, SparseGPT and LLM-Barber, which
+  compares each sub-block with its dense self on the pruned stream's inputs), or "both" (two
+  streams, for a method comparing a pruned block with its dense twin on the dense stream's inputs).
 - `needs_grad`: the block is run with autograd enabled when the method asks for it.
 - `plan_kind`: "structured" or "mask".
 - `supports_distributed`: the method can calibrate under torch.distributed, each rank on its share

@@ -39,6 +39,13 @@ class MethodOptions:
     def check(self) -> None:
         """Rules across fields (e.g. a structure that needs a head count); raise `ValueError`."""
 
+    def implied_pruning_ratio(self) -> float | None:
+        """The ratio the options fix (an N:M pattern's 1 - N/M), the default of `pruning_ratio`; None if free."""
+        return None
+
+    def check_pruning_ratio(self, ratio: float) -> None:
+        """Refuse a `pruning_ratio` the options contradict; raise `ValueError`."""
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -43,12 +43,12 @@ class SquaredGradientMean:
 
     def update(self, grad: torch.Tensor) -> None:
         """Add the gradient of one sample's loss."""
-        square = grad.detach().to(torch.float32) ** 2
+        grad = grad.detach().to(torch.float32)
         self.count += 1
         if self.mean_square is None:
-            self.mean_square = square
-        else:
-            self.mean_square += (square - self.mean_square) / self.count
+            self.mean_square = grad * grad
+        else:  # in place, no weight-sized temporary: m <- m (n-1)/n + g^2 / n
+            self.mean_square.mul_((self.count - 1) / self.count).addcmul_(grad, grad, value=1.0 / self.count)
 
 
 def barber_scores(weight: torch.Tensor, gradient_mean_square: torch.Tensor) -> torch.Tensor:
@@ -81,13 +81,23 @@ def _swap(scores: torch.Tensor, keep: torch.Tensor, counts: torch.Tensor) -> tor
     return (keep | revive) & ~drop
 
 
+#: groups are rebuilt in this many chunks of rows: the sorts' temporaries (values, int64 indices) then
+#: weigh a fraction of the matrix instead of several times it
+_CHUNKS = 8
+
+
+def _rebuild_groups(scores: torch.Tensor, keep: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Rebuild each row (comparison group) of `[groups, size]` scores on its own, a chunk of rows at a time."""
+    chunk = -(-scores.shape[0] // _CHUNKS)
+    return torch.cat([_swap(s, k, swap_counts(s, k, alpha)) for s, k in zip(scores.split(chunk), keep.split(chunk))])
+
+
 def rebuild_mask(scores: torch.Tensor, keep: torch.Tensor, alpha: float, granularity: str = "output1") -> torch.Tensor:
     """One matrix's rebuilt keep-mask; the kept count of every comparison group is unchanged."""
     check_scores(scores, keep)
     check_alpha(alpha)
     check_granularity(granularity)
-    grouped_scores, grouped_keep = as_groups(scores, granularity), as_groups(keep, granularity)
-    rebuilt = _swap(grouped_scores, grouped_keep, swap_counts(grouped_scores, grouped_keep, alpha))
+    rebuilt = _rebuild_groups(as_groups(scores, granularity), as_groups(keep, granularity), alpha)
     return from_groups(rebuilt, granularity, keep.shape)
 
 

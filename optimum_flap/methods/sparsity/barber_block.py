@@ -2,8 +2,9 @@
 
 As the released code (`lib/blockgpt.py`), for each calibration sample x (the *sparse* stream's block
 input) the loss is L = MSE(y_sparse, B(x; W_dense)) with y_sparse = B(x; W * M) held constant, and the
-gradient is taken at the **dense** weights. The block runs in float32 on temporary copies of its own
-parameters; the module is never modified and no second copy of the model is needed.
+gradient is taken at the **dense** weights. The block runs in float32 through `functional_call` on its
+own parameters (copies only when the model is not float32); the module is never modified and no
+second copy of the model is needed.
 """
 
 from __future__ import annotations
@@ -55,60 +56,87 @@ def _weight_names(block: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[s
     return names
 
 
+#: one calibration sample: the block input, or (block input, keyword arguments for this sample's call)
+Sample = torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]
+
+
+def _call_arguments(sample: Sample, block_kwargs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    if isinstance(sample, tuple):
+        x, own = sample
+        return x.float(), {**block_kwargs, **own}
+    return sample.float(), dict(block_kwargs)
+
+
 def dense_gradient_statistics(
     block: nn.Module,
-    samples: Iterable[torch.Tensor],
+    samples: Iterable[Sample],
     masks: Mapping[str, torch.Tensor],
     block_kwargs: Mapping[str, Any] | None = None,
+    sparse_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """E_n[g_n^2] for each masked weight, g_n = dL_n/dW at W_dense, L_n = MSE(B(x_n; W*M), B(x_n; W_dense)).
 
-    `samples` yields the block inputs, one calibration sample per element; `block_kwargs` go to every
-    block call (position embeddings, attention mask); `masks` maps module paths inside the block to
-    keep-masks.
+    `samples` holds the block inputs, one calibration sample per element, each optionally paired with
+    its own call keywords; `block_kwargs` go to every block call (position embeddings, attention mask);
+    `masks` maps module paths inside the block to keep-masks. `sparse_weights` replaces W*M in the
+    sparse block (SparseGPT's reconstructed weights). Memory: the sparse targets are computed first,
+    then the masked copies are freed; the gradient is taken on the block's own (float32) weights, so
+    beyond activations at most two weight-sized tensors per masked matrix live at once (E[g^2], g).
     """
     names = _weight_names(block, masks)
+    samples = list(samples)
+    if not samples:
+        raise ValueError("No calibration samples were given to the Barber objective.")
     state = _float_state(block)
-    sparse_state = {**state, **{names[p]: state[names[p]] * m.to(state[names[p]].device) for p, m in masks.items()}}
-    dense_weights = {names[p]: state[names[p]].clone().requires_grad_(True) for p in masks}
+    given = dict(sparse_weights or {})
+    sparse_state = {
+        **state,
+        **{names[p]: (given[p] if p in given else state[names[p]] * m).to(state[names[p]]) for p, m in masks.items()},
+    }
+    common = dict(block_kwargs or {})
+    with torch.no_grad():
+        targets = [_output(functional_call(block, sparse_state, (x,), kwargs))
+                   for x, kwargs in (_call_arguments(s, common) for s in samples)]
+    del sparse_state
+    dense_weights = {names[p]: state[names[p]].detach().requires_grad_(True) for p in masks}
     dense_state = {**state, **dense_weights}
-    kwargs = dict(block_kwargs or {})
     statistics = {path: SquaredGradientMean() for path in masks}
     with torch.enable_grad():
-        for x in tqdm(samples, desc="Barber gradients", leave=False):
-            x = x.float()
-            with torch.no_grad():
-                target = _output(functional_call(block, sparse_state, (x,), kwargs))
+        for sample, target in zip(tqdm(samples, desc="Barber gradients", leave=False), targets):
+            x, kwargs = _call_arguments(sample, common)
             loss = nn.functional.mse_loss(target, _output(functional_call(block, dense_state, (x,), kwargs)))
             grads = torch.autograd.grad(loss, list(dense_weights.values()))
             for path, grad in zip(masks, grads):
                 statistics[path].update(grad)
-    if not statistics or next(iter(statistics.values())).mean_square is None:
-        raise ValueError("No calibration samples were given to the Barber objective.")
+            del grads
     return {path: s.mean_square for path, s in statistics.items()}
 
 
 def rebuild_block_masks(
     block: nn.Module,
-    samples: Iterable[torch.Tensor],
+    samples: Iterable[Sample],
     masks: Mapping[str, torch.Tensor],
     alpha: float,
     granularity: str = "output1",
     n_m_group: int | None = None,
     block_kwargs: Mapping[str, Any] | None = None,
+    sparse_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The block's rebuilt keep-masks from its dense weights, its initial masks and calibration inputs.
 
     Unstructured masks are rebuilt at `granularity` (`barber.BARBER_GRANULARITIES`); N:M masks
     (`n_m_group` = M) per output row with the in-group rebuild, which requires "output1" as the release.
+    `sparse_weights` are the sparse block's weights where they are not W*M (see `dense_gradient_statistics`).
     """
     if n_m_group is not None and granularity != "output1":
         raise ValueError(f"N:M masks are rebuilt per output row; granularity must be 'output1', got {granularity!r}.")
     check_granularity(granularity, BARBER_GRANULARITIES)  # before the gradient pass, not after it
     check_alpha(alpha)
-    gradients = dense_gradient_statistics(block, samples, masks, block_kwargs)
+    gradients = dense_gradient_statistics(block, samples, masks, block_kwargs, sparse_weights)
     modules = dict(block.named_modules())
-    scores = {path: barber_scores(modules[path].weight, gradients[path]) for path in masks}
+    scores = {}
+    for path in masks:  # each statistic is freed once scored: one weight-sized float per matrix at a time
+        scores[path] = barber_scores(modules[path].weight, gradients.pop(path))
     initial = {path: mask.to(scores[path].device) for path, mask in masks.items()}  # on the weights' device
     if n_m_group is not None:
         return {path: rebuild_n_m_mask(scores[path], initial[path], alpha, n_m_group) for path in masks}
