@@ -11,6 +11,7 @@ import textwrap
 
 import torch
 from conftest import ckpt_make_pruned, ckpt_tiny_model, ckpt_tiny_tokenizer
+from package_free import WITHOUT_OPTIMUM_FLAP
 from safetensors.torch import save_file
 from transformers import AutoTokenizer
 
@@ -33,22 +34,8 @@ CASES = {
 
 # Runs with `python -I` (no cwd / PYTHONPATH on sys.path) and a finder that refuses optimum_flap,
 # so only torch + transformers (+ their dependencies) are available.
-CHILD = textwrap.dedent(
+CHILD = WITHOUT_OPTIMUM_FLAP + textwrap.dedent(
     r"""
-    import importlib.abc, json, sys
-
-    class BlockOptimumFlap(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "optimum_flap":
-                raise ImportError("optimum_flap is not importable in this test")
-
-    sys.meta_path.insert(0, BlockOptimumFlap())
-    try:
-        import optimum_flap  # noqa: F401
-        raise SystemExit("optimum_flap should not be importable here")
-    except ImportError:
-        pass
-
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+from package_free import WITHOUT_OPTIMUM_FLAP
 from safetensors.torch import save_file
 from tiny_models import calibration_ids, tiny_model
 
@@ -161,22 +162,8 @@ def test_n_m_recipe_round_trips_with_its_implied_ratio():
 
 
 # Runs with `python -I` and a finder that refuses optimum_flap: only torch and transformers load the model.
-CHILD = textwrap.dedent(
+CHILD = WITHOUT_OPTIMUM_FLAP + textwrap.dedent(
     r"""
-    import importlib.abc, importlib.util, json, sys
-
-    class BlockOptimumFlap(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "optimum_flap":
-                raise ImportError("optimum_flap is not importable in this test")
-
-    sys.meta_path.insert(0, BlockOptimumFlap())
-    try:
-        importlib.util.find_spec("optimum_flap")
-        raise SystemExit("optimum_flap should not be importable here")
-    except ImportError:
-        pass
-
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
