@@ -132,3 +132,19 @@ def ckpt_tiny_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
                                    eos_token="</s>", unk_token="<unk>")
+
+
+def narrow_mlp(mlp: nn.Module, keep: torch.Tensor, down_bias: torch.Tensor) -> None:
+    """Keep the MLP channels `keep` by replacing gate/up/down (as physical surgery does); down gets `down_bias`.
+
+    A stand-in for the engine, for tests of code that must carry pruned shapes (streaming, offloading).
+    """
+    for name in ("gate_proj", "up_proj"):
+        old = getattr(mlp, name)
+        new = nn.Linear(old.in_features, len(keep), bias=False)
+        new.weight.data = old.weight.data[keep].clone()
+        setattr(mlp, name, new)
+    down = nn.Linear(len(keep), mlp.down_proj.out_features, bias=True)
+    down.weight.data = mlp.down_proj.weight.data[:, keep].clone()
+    down.bias.data = down_bias.to(down.weight.dtype)  # stands in for bias compensation
+    mlp.down_proj = down

@@ -20,6 +20,17 @@ IDS = torch.tensor(calibration_ids(num_samples=8, seq_len=16))
 BATCH = 4
 
 
+def forward_in_batches(model, ids, batch_size, handles) -> None:
+    """A plain full-model forward of `ids`, `batch_size` rows at a time; removes the hooks `handles` after."""
+    try:
+        with torch.no_grad():
+            for start in range(0, ids.shape[0], batch_size):
+                model(input_ids=ids[start:start + batch_size], use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def reference_layer_inputs(model, ids=IDS, batch_size=BATCH) -> list[list[torch.Tensor]]:
     """Per layer, the hidden states it receives in a plain forward of each batch (pre-hooks)."""
     layers = get_architecture(model).decoder_layers(model)
@@ -31,11 +42,7 @@ def reference_layer_inputs(model, ids=IDS, batch_size=BATCH) -> list[list[torch.
         )
         for i, layer in enumerate(layers)
     ]
-    with torch.no_grad():
-        for start in range(0, ids.shape[0], batch_size):
-            model(input_ids=ids[start:start + batch_size], use_cache=False)
-    for handle in handles:
-        handle.remove()
+    forward_in_batches(model, ids, batch_size, handles)
     return seen
 
 
@@ -186,11 +193,7 @@ def forward_statistics(model) -> list[dict[str, ChannelStatistics]]:
         layer.get_submodule(path).register_forward_pre_hook(lambda _m, args, s=s: s.update(args[0]))
         for layer, per_layer in zip(model.model.layers, stats) for path, s in per_layer.items()
     ]
-    with torch.no_grad():
-        for start in range(0, IDS.shape[0], BATCH):
-            model(input_ids=IDS[start:start + BATCH], use_cache=False)
-    for handle in handles:
-        handle.remove()
+    forward_in_batches(model, IDS, BATCH, handles)
     return stats
 
 

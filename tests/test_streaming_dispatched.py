@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ckpt_tiny_model
+from conftest import ckpt_tiny_model, narrow_mlp
 from torch import nn
 from transformers import AutoModelForCausalLM
 
@@ -26,16 +26,7 @@ def dispatched(tmp_path):
 
 
 def _narrow_mlp(mlp: nn.Module) -> None:
-    """Keep MLP channels KEEP by replacing the three projections (as physical surgery does)."""
-    for name in ("gate_proj", "up_proj"):
-        old = getattr(mlp, name)
-        new = nn.Linear(old.in_features, len(KEEP), bias=False)
-        new.weight.data = old.weight.data[KEEP].clone()
-        setattr(mlp, name, new)
-    down = nn.Linear(len(KEEP), mlp.down_proj.out_features, bias=True)
-    down.weight.data = mlp.down_proj.weight.data[:, KEEP].clone()
-    down.bias.data = torch.linspace(-1, 1, down.out_features)  # stands in for bias compensation
-    mlp.down_proj = down
+    narrow_mlp(mlp, KEEP, torch.linspace(-1, 1, mlp.down_proj.out_features))
 
 
 def test_offloaded_weights_are_real_inside_onloaded(dispatched):

@@ -6,8 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import ckpt_tiny_model
-from torch import nn
+from conftest import ckpt_tiny_model, narrow_mlp
 
 from optimum_flap.streaming import StreamedCheckpoint
 
@@ -86,16 +85,7 @@ def test_offloaded_block_keeps_its_new_shapes(sharded, tmp_path):
     with StreamedCheckpoint(path, offload_folder=tmp_path / "offload") as streamed:
         block = streamed.load_block(1)
         mlp = block.mlp
-        keep = torch.tensor([0, 3, 5, 90])
-        for name in ("gate_proj", "up_proj"):
-            old = getattr(mlp, name)
-            new = nn.Linear(old.in_features, len(keep), bias=False)
-            new.weight.data = old.weight.data[keep].clone()
-            setattr(mlp, name, new)
-        down = nn.Linear(len(keep), mlp.down_proj.out_features, bias=True)
-        down.weight.data = mlp.down_proj.weight.data[:, keep].clone()
-        down.bias.data = torch.arange(down.out_features, dtype=torch.float32)
-        mlp.down_proj = down
+        narrow_mlp(mlp, torch.tensor([0, 3, 5, 90]), torch.arange(mlp.down_proj.out_features, dtype=torch.float32))
         expected = {name: tensor.clone() for name, tensor in block.state_dict().items()}
         streamed.offload_block(1)
         streamed.release_block(1)
