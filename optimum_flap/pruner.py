@@ -322,8 +322,6 @@ def _relative_to_dense(plans: list[StructuredLayerPlan], previous: PruningLayout
     """
     if previous is None or len(previous.layers) != len(plans):
         return plans
-    if not all(isinstance(plan, StructuredLayerPlan) for plan in plans):
-        return plans
     mapped = []
     for plan, before in zip(plans, previous.layers):
         if len(before.kept_head_groups) > int(plan.kept_groups.max()):
