@@ -19,7 +19,7 @@ import time
 
 import torch
 from _common import load_dense
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 from torch.func import functional_call
 
 from optimum_flap.architectures import get_architecture

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import load_dense
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.evaluation.perplexity import join_rows, wikitext2_rows, window_nlls

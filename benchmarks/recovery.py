@@ -30,7 +30,7 @@ import time
 
 import torch
 from _common import load_dense, pyplot, save_figure
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 
 from optimum_flap import FlapConfig, FlapPruner, RecoveryConfig
 from optimum_flap.checkpoint import save_pruned_model

@@ -21,7 +21,7 @@ import time
 
 import torch
 from _common import load_dense
-from optimum_flap.evaluation.data import data_dir
+from optimum_flap.data_files import data_dir
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.data import load_calibration_ids
