@@ -19,11 +19,11 @@ import time
 
 import torch
 from _common import load_dense
-from optimum_flap.data_files import data_dir
 from torch.func import functional_call
 
 from optimum_flap.architectures import get_architecture
 from optimum_flap.data import load_calibration_ids
+from optimum_flap.data_files import data_dir
 from optimum_flap.methods.barber.capture import capture_inputs
 from optimum_flap.methods.sparse.patterns import parse_sparsity_type
 from optimum_flap.methods.sparse.scoring import InputStatistics, initial_masks, observe_calls

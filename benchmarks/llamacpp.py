@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 from _common import load_dense
-from optimum_flap.data_files import data_dir
 
 from optimum_flap import FlapConfig, FlapPruner
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation.perplexity import join_rows, wikitext2_rows, window_nlls
 from optimum_flap.export import to_gguf
 

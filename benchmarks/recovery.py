@@ -30,11 +30,11 @@ import time
 
 import torch
 from _common import load_dense, pyplot, save_figure
-from optimum_flap.data_files import data_dir
 
 from optimum_flap import FlapConfig, FlapPruner, RecoveryConfig
 from optimum_flap.checkpoint import save_pruned_model
 from optimum_flap.data import load_calibration_ids
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 from optimum_flap.recovery import TeacherLogitsCache, recover
 

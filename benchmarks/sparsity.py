@@ -8,6 +8,7 @@ process. Prints a table and writes JSON.
 
     python benchmarks/sparsity.py
     python benchmarks/sparsity.py --rows barber:wanda:unstructured:output1:0.05   # extra settings
+    python benchmarks/sparsity.py --methods --types unstructured --rows barber:sparsegpt:unstructured:layer:0.1:keep
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import time
 
 import torch
 from _common import load_dense
-from optimum_flap.data_files import data_dir
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.data import load_calibration_ids
+from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation import perplexity
 
 DATA = str(data_dir())
@@ -40,7 +41,8 @@ def parse_args() -> argparse.Namespace:
                                                          "barber:sparsegpt"])
     parser.add_argument("--types", nargs="+", default=list(SPARSITY_TYPES))
     parser.add_argument("--rows", nargs="*", default=[],
-                        help="extra Barber rows as barber:INIT:TYPE:GRANULARITY:ALPHA (ablations)")
+                        help="extra Barber rows as barber:INIT:TYPE:GRANULARITY:ALPHA[:keep] (ablations; keep: "
+                        "barber_keep_reconstruction=True)")
     parser.add_argument("--ratio", type=float, default=0.5, help="sparsity of the unstructured rows")
     parser.add_argument("--calibration", default=os.path.join(DATA, "c4", "sample_c4-rp1.jsonl"))
     parser.add_argument("--num-samples", type=int, default=128)
@@ -99,17 +101,18 @@ def recipes(args: argparse.Namespace) -> list[dict]:
             else:
                 rows.append(dict(method=method, sparsity_type=sparsity_type, pruning_ratio=ratio))
     for spec in args.rows:
-        _, init, sparsity_type, granularity, alpha = spec.split(":")
+        _, init, sparsity_type, granularity, alpha, *keep = spec.split(":")
         rows.append(dict(method="barber", barber_init=init, barber_granularity=granularity, barber_alpha=float(alpha),
-                         sparsity_type=sparsity_type, pruning_ratio=args.ratio if sparsity_type == "unstructured"
-                         else None))
+                         barber_keep_reconstruction=keep == ["keep"], sparsity_type=sparsity_type,
+                         pruning_ratio=args.ratio if sparsity_type == "unstructured" else None))
     return rows
 
 
 def label(recipe: dict) -> str:
     if recipe["method"] != "barber":
         return recipe["method"]
-    return f"barber({recipe['barber_init']}, {recipe['barber_granularity']}, {recipe['barber_alpha']:g})"
+    keep = ", keep reconstruction" if recipe.get("barber_keep_reconstruction") else ""
+    return f"barber({recipe['barber_init']}, {recipe['barber_granularity']}, {recipe['barber_alpha']:g}{keep})"
 
 
 def main() -> None:
