@@ -76,12 +76,13 @@ def test_reload_matches_in_memory_model(tmp_path, family, kv_heads, kind):
     assert plan.checkpoint_format == _expected_format(family, kind)
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert config["checkpoint_format"] == plan.checkpoint_format
-    assert config["model_type"] == (family if plan.checkpoint_format == STOCK_FORMAT else f"flap_{family}")
+    assert config["model_type"] == family  # both kinds: stock readers (AutoTokenizer) need no remote code
     assert config["pruning_config"] == model.config.pruning_config
     assert "quantization_config" not in config
     assert not list((tmp_path / "ckpt").glob("*.bin")) and not list((tmp_path / "ckpt").glob("*.pt"))
 
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")  # no flag: classes are registered
+    assert type(reloaded) is plan.model_class  # the stock class for stock checkpoints, ours otherwise
     assert reloaded.dtype == torch.float32
     torch.testing.assert_close(_logits(reloaded), expected_logits, atol=1e-5, rtol=0)
     assert torch.equal(_generate(reloaded), expected_tokens)

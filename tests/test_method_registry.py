@@ -133,12 +133,14 @@ def test_registry_configs_and_cli_import_no_torch():
 
 @pytest.mark.parametrize("first", ["optimum_flap", "transformers", "optimum_flap.checkpoint"])
 def test_import_optimum_flap_is_light_and_still_registers_the_model_classes(first):
-    """`import optimum_flap` imports no torch, yet the Auto classes know flap_* models once transformers loads."""
+    """`import optimum_flap` imports no torch, yet AutoModelForCausalLM knows the Flap* classes once transformers
+    loads (next to the stock class of the same config class)."""
     code = (f"import sys, importlib; importlib.import_module({first!r}); import optimum_flap; "
             "light = 'torch' not in sys.modules; "
-            "from transformers import AutoConfig; "
-            "from transformers.models.auto.configuration_auto import CONFIG_MAPPING; "
-            "print(light, all(f'flap_{f}' in CONFIG_MAPPING for f in ('llama', 'mistral', 'qwen2', 'qwen3')))")
+            "import transformers as t; "
+            "mapping = t.AutoModelForCausalLM._model_mapping; "
+            "print(light, all(tuple(c.__name__ for c in mapping[getattr(t, f + 'Config')]) == (f + 'ForCausalLM', "
+            "'Flap' + f + 'ForCausalLM') for f in ('Llama', 'Mistral', 'Qwen2', 'Qwen3')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(first == "optimum_flap"), "True"]

@@ -58,17 +58,15 @@ class UnsupportedArchitectureError(ValueError):
 def get_architecture(model_or_config: nn.Module | object) -> DecoderArchitecture:
     """The spec for a model (or its config); a clear error naming the supported families otherwise."""
     config = getattr(model_or_config, "config", model_or_config)
-    model_type = getattr(config, "model_type", None)
-    # a pruned checkpoint reloaded through our own classes reports e.g. "flap_llama"
-    base_type = getattr(config, "base_model_type", None) or model_type
-    if base_type not in ARCHITECTURES:
-        reason = REFUSED.get(base_type) or ("it is a mixture-of-experts model" if _is_moe(config) else None)
+    model_type = getattr(config, "model_type", None)  # pruned checkpoints keep the stock model_type
+    if model_type not in ARCHITECTURES:
+        reason = REFUSED.get(model_type) or ("it is a mixture-of-experts model" if _is_moe(config) else None)
         because = f" because {reason}" if reason else ""
         raise UnsupportedArchitectureError(
             f"optimum-flap cannot prune model_type={model_type!r}{because}; supported architectures: "
             f"{', '.join(sorted(ARCHITECTURES))}."
         )
-    return ARCHITECTURES[base_type]
+    return ARCHITECTURES[model_type]
 
 
 def _is_moe(config: object) -> bool:

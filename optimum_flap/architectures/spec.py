@@ -33,10 +33,6 @@ class ModelClasses:
     flap_config_class: type
     flap_model_class: type
 
-    @property
-    def flap_model_type(self) -> str:
-        return self.flap_config_class.model_type
-
 
 @dataclass(frozen=True)
 class DecoderArchitecture:

@@ -4,10 +4,11 @@ Two kinds of checkpoint (see docs/checkpoint-format.md):
 
 * `"stock"`: every layer has the same sizes and the stock config can express them and the biases,
   so config.json keeps the stock `model_type` and no code is needed at all.
-* `"flap-remote-code"`: anything else. config.json has model_type `flap_<family>`, the per-layer
-  sizes in transformers' native `per_layer_config`, and an `auto_map` to the small model files
-  saved alongside (imports torch and transformers only). Plain transformers loads it with
-  `trust_remote_code=True`; after `import optimum_flap` no flag is needed.
+* `"flap-remote-code"`: anything else. config.json keeps the stock `model_type` too (so AutoTokenizer
+  reads it without remote code), has the per-layer sizes in transformers' native `per_layer_config`,
+  and an `auto_map` to the small model files saved alongside (imports torch and transformers only).
+  Plain transformers loads it with `trust_remote_code=True`; after `import optimum_flap` no flag is
+  needed; without either, the stock class refuses the weights' shapes.
 
 A masked model (`config.pruning_sparsity` set: zeros in dense-shaped tensors) is written like an
 unpruned one, stock whenever its biases allow, with its measured sparsity in config.json.

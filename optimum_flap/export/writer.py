@@ -68,7 +68,7 @@ def _load(model_or_dir: nn.Module | str | os.PathLike, tokenizer: Any) -> tuple[
 
 
 def _family(config: Any) -> str:
-    model_type = getattr(config, "base_model_type", None) or config.model_type
+    model_type = config.model_type
     for refused, reason in REFUSED_FAMILIES.items():
         if model_type.startswith(refused):
             raise GGUFExportError(f"cannot export model_type={model_type!r} to GGUF: {reason}")

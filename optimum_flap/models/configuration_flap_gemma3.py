@@ -7,7 +7,7 @@ which transformers itself depends on for its `@strict` configs).
 from huggingface_hub.dataclasses import strict
 from transformers import Gemma3TextConfig
 
-from .flap_common import validate_layer_sizes
+from .flap_common import STOCK_READABLE, validate_layer_sizes
 
 
 @strict
@@ -19,9 +19,9 @@ class FlapGemma3TextConfig(Gemma3TextConfig):
     schema). `attention_output_bias` / `mlp_output_bias` add a bias to `o_proj` / `down_proj` only.
     """
 
-    model_type = "flap_gemma3_text"
-    #: the stock family this model is a pruned version of
-    base_model_type = "gemma3_text"
+    # the stock model_type, so that tools which read config.json without remote code (AutoTokenizer)
+    # resolve the stock config class and need no prompt
+    model_type = "gemma3_text"
 
     attention_output_bias: bool = False
     mlp_output_bias: bool = False
@@ -30,6 +30,10 @@ class FlapGemma3TextConfig(Gemma3TextConfig):
     def validate_architecture(self):
         """Check each layer's sizes instead of the dense `hidden_size % num_attention_heads` rule."""
         validate_layer_sizes(self)
+
+    def to_dict(self):
+        """The dict of config.json: this config's fields plus `STOCK_READABLE`."""
+        return {**super().to_dict(), **STOCK_READABLE}
 
 
 __all__ = ["FlapGemma3TextConfig"]

@@ -12,6 +12,12 @@ compensation). Nothing else differs from the stock model, so the stock forward c
 
 from torch import nn
 
+#: Written to config.json only. A pruned checkpoint keeps its stock model_type, so tools that read config.json
+#: without remote code (AutoTokenizer, a load without the flag) build the stock config class, which refuses a
+#: per-layer config unless reads of the global sizes are allowed. They then read the dense sizes: a stock model
+#: built from them fails on the weights' shapes instead of loading wrong ones.
+STOCK_READABLE = {"allow_global_per_layer_attribute_access": True}
+
 
 def layer_config(config, layer_idx):
     """The resolved config of one decoder layer (the global config when all layers are alike)."""
@@ -22,7 +28,10 @@ def validate_layer_sizes(config):
     """Check every layer's sizes; replaces the stock `hidden_size % num_attention_heads` check.
 
     A pruned layer keeps the model's `head_dim`, so its head count need not divide `hidden_size`.
+    Global reads of a per-layer size are an error again in memory (config.json allows them for the
+    stock classes, see `STOCK_READABLE`): this model reads each layer's own sizes.
     """
+    config.allow_global_per_layer_attribute_access = False
     if not isinstance(config.head_dim, int) or config.head_dim <= 0:
         raise ValueError(f"A pruned model needs an explicit positive `head_dim`, got {config.head_dim!r}.")
     for layer_idx in range(config.num_hidden_layers):
