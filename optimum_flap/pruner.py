@@ -126,7 +126,8 @@ class FlapPruner:
             if offload_folder is not None:
                 model_kwargs["offload_folder"] = offload_folder
             pruner.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
-        pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        # the model's config, so that config.json is not read again by the stock config class (see flap_common)
+        pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, config=pruner.model.config)
         return pruner
 
     def prune(self, save_directory: str | os.PathLike | None = None, **save_kwargs: Any) -> nn.Module:

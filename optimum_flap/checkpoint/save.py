@@ -49,7 +49,7 @@ from ..architectures import (
     get_architecture,
 )
 from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
-from ..models import register_auto_classes
+from ..models import FLAP_CLASSES, register_auto_classes
 from ..privacy import publishable_recipe
 from .target import check_output_dir, recover_swap, replace_directory
 
@@ -472,11 +472,8 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
     (see `checkpoint.target`), and every safetensors file must be readable. With `strict` (the
     default) a config that does not match the weights (a missing, unexpected or differently shaped
     tensor) is a `CheckpointError` naming the tensor, instead of a model with re-initialised weights.
-    Keyword arguments go to `AutoModelForCausalLM.from_pretrained` (`device_map`, `dtype`, ...).
+    Keyword arguments go to `from_pretrained` (`device_map`, `dtype`, ...).
     """
-    from transformers import AutoModelForCausalLM
-
-    register_auto_classes()
     kwargs.setdefault("dtype", "auto")
     local = _is_local(path)
     if local:
@@ -485,7 +482,7 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
     if check:
         kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        loaded = _model_class(path, kwargs).from_pretrained(path, **kwargs)
     except OSError as err:
         if local:
             raise
@@ -504,6 +501,22 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
             "tensors."
         )
     return model
+
+
+def _model_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type:
+    """The `Flap<Family>ForCausalLM` that config.json's `architectures` names, else `AutoModelForCausalLM`.
+
+    Our class reads config.json with our config class; `AutoModelForCausalLM` would read it with the
+    stock one, which reads the global sizes of a per-layer config (and transformers warns about that).
+    """
+    from transformers import AutoModelForCausalLM, PretrainedConfig
+
+    hub = {key: kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only") if key in kwargs}
+    architectures = PretrainedConfig.get_config_dict(path, **hub)[0].get("architectures") or []
+    ours = {model_class.__name__: model_class for _, model_class in FLAP_CLASSES}
+    if architectures and architectures[0] in ours:
+        return ours[architectures[0]]
+    return AutoModelForCausalLM
 
 
 def _is_local(path: str | os.PathLike) -> bool:

@@ -312,7 +312,7 @@ def _load_for_inference(args: argparse.Namespace, path: str) -> tuple[str, Any, 
     model = load_pruned_model(path, dtype=_torch_dtype(args.dtype))
     if args.device:
         model = model.to(args.device)
-    return path, model.eval(), AutoTokenizer.from_pretrained(path)
+    return path, model.eval(), AutoTokenizer.from_pretrained(path, config=model.config)
 
 
 def _eval_tasks(names: Sequence[str]) -> list[str]:

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[optimum-flap] loading {model_path}", file=sys.stderr, flush=True)
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     model = load_pruned_model(model_path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, config=model.config)
     result = recover(model, tokenizer, config, save_directory=output, resume_from_checkpoint=resume,
                      overwrite=args.overwrite)
     rows = [("objective", config.objective), ("fine-tuning", config.finetuning), ("steps", str(result.steps)),

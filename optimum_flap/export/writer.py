@@ -63,7 +63,7 @@ def _load(model_or_dir: nn.Module | str | os.PathLike, tokenizer: Any) -> tuple[
     if tokenizer is None:
         if not source or not os.path.isdir(source):
             raise GGUFExportError("pass tokenizer=...: the model has no local directory to read its tokenizer from")
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, config=model.config)
     return model, tokenizer
 
 
