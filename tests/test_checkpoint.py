@@ -10,6 +10,7 @@ import torch
 from conftest import ckpt_make_pruned, ckpt_tiny_model, ckpt_tiny_tokenizer
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations.heterogeneity.configuration_utils import AmbiguousGlobalPerLayerAttributeError
 
 from optimum_flap.architectures import ARCHITECTURES
 from optimum_flap.checkpoint import (
@@ -21,7 +22,7 @@ from optimum_flap.checkpoint import (
     save_pruned_model,
 )
 from optimum_flap.checkpoint import save as save_module
-from optimum_flap.models import register_auto_classes
+from optimum_flap.models import FlapLlamaConfig, register_auto_classes
 
 register_auto_classes()
 
@@ -237,6 +238,17 @@ def test_resave_reloaded_model(tmp_path, kind):
     b = json.loads((tmp_path / "b" / "config.json").read_text())
     assert a == b
     torch.testing.assert_close(_logits(load_pruned_model(tmp_path / "b")), _logits(model), atol=1e-5, rtol=0)
+
+
+def test_load_pruned_model_reads_config_with_the_flap_class(tmp_path):
+    """config.json lets stock classes read the dense global sizes; our loader must not go through them."""
+    model = ckpt_make_pruned(ckpt_tiny_model("llama"), _layers("heterogeneous", 2))
+    save_pruned_model(model, tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["allow_global_per_layer_attribute_access"]
+    reloaded = load_pruned_model(tmp_path / "ckpt")
+    assert type(reloaded.config) is FlapLlamaConfig
+    with pytest.raises(AmbiguousGlobalPerLayerAttributeError):  # strict again in memory
+        reloaded.config.num_attention_heads  # noqa: B018
 
 
 def test_attention_implementation_switch_reaches_pruned_layers(tmp_path):
