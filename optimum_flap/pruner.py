@@ -19,7 +19,7 @@ from .architectures import (
     attention_geometry,
     get_architecture,
 )
-from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, save_pruned_model
+from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
 from .configuration import FlapConfig
 from .data import load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
@@ -99,7 +99,9 @@ class FlapPruner:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         model_name_or_path = resolve_model_reference(model_name_or_path)  # a mistyped path fails now, not in 60 s
-        get_architecture(AutoConfig.from_pretrained(model_name_or_path))
+        model_class = pruned_model_class(model_name_or_path, model_kwargs)  # a pruned checkpoint: our class
+        config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
+        get_architecture(config_class.from_pretrained(model_name_or_path))
         pruner = cls(config, device=device, activations=activations)
         model_kwargs.setdefault("dtype", "auto")
         rank, world_size = distributed_world()
@@ -125,7 +127,7 @@ class FlapPruner:
         else:
             if offload_folder is not None:
                 model_kwargs["offload_folder"] = offload_folder
-            pruner.model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **model_kwargs)
+            pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
         # the model's config, so that config.json is not read again by the stock config class (see flap_common)
         pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, config=pruner.model.config)
         return pruner

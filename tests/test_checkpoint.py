@@ -9,9 +9,11 @@ import pytest
 import torch
 from conftest import ckpt_make_pruned, ckpt_tiny_model, ckpt_tiny_tokenizer
 from safetensors import safe_open
+from tiny_models import calibration_ids
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations.heterogeneity.configuration_utils import AmbiguousGlobalPerLayerAttributeError
 
+from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.architectures import ARCHITECTURES
 from optimum_flap.checkpoint import (
     REMOTE_CODE_FORMAT,
@@ -249,6 +251,27 @@ def test_load_pruned_model_reads_config_with_the_flap_class(tmp_path):
     assert type(reloaded.config) is FlapLlamaConfig
     with pytest.raises(AmbiguousGlobalPerLayerAttributeError):  # strict again in memory
         reloaded.config.num_attention_heads  # noqa: B018
+
+
+@pytest.mark.parametrize("method", ["flap", "cfsp"])
+def test_a_reloaded_per_layer_checkpoint_can_be_pruned_again(tmp_path, method):
+    """Its config refuses reads of the global (dense) sizes, which the pruning methods need: pruning it
+    must give what pruning the same model in memory gives."""
+    model = ckpt_make_pruned(ckpt_tiny_model("llama"), _layers("heterogeneous", 2))
+    save_pruned_model(model, tmp_path / "ckpt", ckpt_tiny_tokenizer())
+    config = FlapConfig(method=method, pruning_ratio=0.1, dataset=calibration_ids())
+    pruner = FlapPruner.from_pretrained(tmp_path / "ckpt", config)
+    before = [layer.mlp.down_proj.in_features for layer in pruner.model.model.layers]
+    again = pruner.prune()
+    in_memory = FlapPruner(config)
+    in_memory.prune_model(model)
+
+    def sizes(m):
+        return [(layer.self_attn.k_proj.out_features, layer.mlp.down_proj.in_features) for layer in m.model.layers]
+
+    assert sizes(again) == sizes(model) and sum(size for _, size in sizes(again)) < sum(before)
+    assert pruner.report.achieved_ratio == in_memory.report.achieved_ratio > 0
+    torch.testing.assert_close(_logits(again), _logits(model), atol=1e-5, rtol=0)
 
 
 def test_attention_implementation_switch_reaches_pruned_layers(tmp_path):

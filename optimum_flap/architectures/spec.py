@@ -160,8 +160,17 @@ class DecoderArchitecture:
 
 
 def attention_geometry(config: Any) -> tuple[int, int, int]:
-    """(query heads, key/value heads, head_dim) of the dense model."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    """(query heads, key/value heads, head_dim) of the dense model.
+
+    A reloaded per-layer checkpoint keeps the dense sizes as its config's global values, but transformers
+    refuses attribute reads of those (they vary per layer), so they are read from the instance's own values.
+    """
+    own = vars(config) if getattr(config, "is_heterogeneous", False) else None
+
+    def read(name: str) -> Any:
+        return own.get(name) if own is not None else getattr(config, name, None)
+
+    heads = read("num_attention_heads")
+    kv_heads = read("num_key_value_heads") or heads
+    head_dim = read("head_dim") or read("hidden_size") // heads
     return heads, kv_heads, head_dim

@@ -12,6 +12,7 @@ from .save import (
     CheckpointPlan,
     load_pruned_model,
     plan_checkpoint,
+    pruned_model_class,
     save_pruned_model,
 )
 from .target import check_output_dir
@@ -29,6 +30,7 @@ __all__ = [
     "check_output_dir",
     "load_pruned_model",
     "plan_checkpoint",
+    "pruned_model_class",
     "pruning_stats",
     "push_to_hub",
     "save_pruned_model",

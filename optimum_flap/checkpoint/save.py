@@ -482,7 +482,7 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
     if check:
         kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
     try:
-        loaded = _model_class(path, kwargs).from_pretrained(path, **kwargs)
+        loaded = pruned_model_class(path, kwargs).from_pretrained(path, **kwargs)
     except OSError as err:
         if local:
             raise
@@ -503,7 +503,7 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
     return model
 
 
-def _model_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type:
+def pruned_model_class(path: str | os.PathLike, kwargs: dict[str, Any] | None = None) -> type:
     """The `Flap<Family>ForCausalLM` that config.json's `architectures` names, else `AutoModelForCausalLM`.
 
     Our class reads config.json with our config class; `AutoModelForCausalLM` would read it with the
@@ -511,7 +511,7 @@ def _model_class(path: str | os.PathLike, kwargs: dict[str, Any]) -> type:
     """
     from transformers import AutoModelForCausalLM, PretrainedConfig
 
-    hub = {key: kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only") if key in kwargs}
+    hub = {key: kwargs[key] for key in ("revision", "token", "cache_dir", "local_files_only") if key in (kwargs or {})}
     architectures = PretrainedConfig.get_config_dict(path, **hub)[0].get("architectures") or []
     ours = {model_class.__name__: model_class for _, model_class in FLAP_CLASSES}
     if architectures and architectures[0] in ours:

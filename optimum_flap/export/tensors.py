@@ -19,20 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..architectures import DecoderArchitecture
+from ..architectures import DecoderArchitecture, attention_geometry
 
 
 class GGUFExportError(ValueError):
     """A model (or an export option) that the GGUF file cannot represent exactly."""
-
-
-def head_dim(config) -> int:
-    """Size of one attention head.
-
-    Not `surgery.attention_geometry`: a reloaded per-layer checkpoint's config refuses reads of the global
-    head counts, and its `head_dim` is always explicit.
-    """
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 @dataclass(frozen=True)
@@ -46,7 +37,7 @@ class LayerSizes:
 
 def measure_layers(model: nn.Module, arch: DecoderArchitecture) -> list[LayerSizes]:
     """Each layer's widths; refuses the layers llama.cpp would load but compute differently."""
-    size = head_dim(model.config)
+    size = attention_geometry(model.config)[2]
     sizes = []
     for index, layer in enumerate(arch.decoder_layers(model)):
         attention, mlp = arch.attention(layer), arch.mlp(layer)

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..architectures import UnsupportedArchitectureError, get_architecture
+from ..architectures import UnsupportedArchitectureError, attention_geometry, get_architecture
 from .outtypes import OUTTYPES, WRITER_TYPES
-from .tensors import GGUFExportError, LayerSizes, decoder_tensors, head_dim, measure_layers, padded_width
+from .tensors import GGUFExportError, LayerSizes, decoder_tensors, measure_layers, padded_width
 from .tokenizer import add_tokenizer
 
 #: the `gguf` library's file type for each type it writes directly
@@ -94,7 +94,7 @@ def choose_architecture(model: nn.Module, family: str, sizes: list[LayerSizes]) 
     if family != "qwen2":
         return "llama"
     arch = get_architecture(model)
-    dense_width = sizes[0].num_heads * head_dim(model.config) == model.config.hidden_size
+    dense_width = sizes[0].num_heads * attention_geometry(model.config)[2] == model.config.hidden_size
     output_bias = any(getattr(arch.attention(layer), arch.attention_output).bias is not None
                       or getattr(arch.mlp(layer), arch.mlp_output).bias is not None
                       for layer in arch.decoder_layers(model))
@@ -122,7 +122,7 @@ def _rope_theta(config: Any) -> float:
 def _add_hyperparameters(writer: gguf.GGUFWriter, model: nn.Module, sizes: list[LayerSizes], pad_to: int,
                          per_layer: bool) -> None:
     config = model.config
-    size = head_dim(config)
+    size = attention_geometry(config)[2]
     heads = [s.num_heads for s in sizes]
     kv_heads = [s.num_kv_heads for s in sizes]
     widths = [padded_width(s.ffn_width, pad_to) for s in sizes]
@@ -170,7 +170,7 @@ def _write_file(path: Path, model: nn.Module, tokenizer: Any, outtype: str, pad_
         add_tokenizer(writer, tokenizer, Path(tokenizer_dir), int(config.vocab_size))
     tensors: Iterable[tuple[str, torch.Tensor]] = decoder_tensors(
         model, arch, sizes, pad_to, interleave_rotary=llama_arch != "qwen2")
-    factors = _rope_frequency_factors(model, head_dim(config), _rope_theta(config))
+    factors = _rope_frequency_factors(model, attention_geometry(config)[2], _rope_theta(config))
     if factors is not None:
         writer.add_tensor("rope_freqs.weight", factors)
     with torch.no_grad():
