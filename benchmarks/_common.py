@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -17,6 +18,11 @@ def load_dense(model_dir: str | None) -> tuple[str, Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     return model_dir, tokenizer, model
+
+
+def model_name(model_dir: str) -> str:
+    """The model as the results name it: the checkpoint directory's name, never a local path."""
+    return os.path.basename(os.path.normpath(model_dir))
 
 
 def pyplot() -> Any | None:

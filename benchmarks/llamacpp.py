@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import load_dense
+from _common import load_dense, model_name
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.data_files import data_dir
@@ -155,7 +155,8 @@ def main() -> None:
             }
         del llms
     protocol = {
-        "model": model_dir, "threads": args.threads, "perplexity": f"WikiText-2 test, {count} x {args.seq_len} tokens",
+        "model": model_name(model_dir), "threads": args.threads,
+        "perplexity": f"WikiText-2 test, {count} x {args.seq_len} tokens",
         "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "rounds": args.rounds,
         "calibration": f"{args.num_samples} x {args.calibration_len} tokens of {args.calibration}",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, llama-cpp-python {llama_cpp.__version__}",

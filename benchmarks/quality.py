@@ -17,7 +17,7 @@ import platform
 import time
 
 import torch
-from _common import load_dense, pyplot, save_figure
+from _common import load_dense, model_name, pyplot, save_figure
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.data_files import data_dir
@@ -85,7 +85,7 @@ def main() -> None:
                 print(f"{method} {structure} {ratio:.0%}: ppl {row['perplexity']:.2f} ({seconds:.0f} s)", flush=True)
                 del model
     protocol = {
-        "model": model_dir, "calibration": args.calibration, "num_samples": args.num_samples,
+        "model": model_name(model_dir), "calibration": args.calibration, "num_samples": args.num_samples,
         "calibration_seq_len": args.seq_len, "metric": args.metric, "eval_data": args.eval_data,
         "eval_seq_len": args.eval_seq_len, "eval_windows": args.eval_windows,
         "zero_shot_tasks": args.zero_shot_tasks, "zero_shot_limit": args.zero_shot_limit,

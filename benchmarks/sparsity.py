@@ -21,7 +21,7 @@ import platform
 import time
 
 import torch
-from _common import load_dense
+from _common import load_dense, model_name
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.data import load_calibration_ids
@@ -130,7 +130,7 @@ def main() -> None:
 
     forward_seconds = calibration_forward_seconds(dense, ids)
     protocol = {
-        "model": model_dir, "calibration": args.calibration, "num_samples": args.num_samples,
+        "model": model_name(model_dir), "calibration": args.calibration, "num_samples": args.num_samples,
         "calibration_seq_len": args.seq_len, "seed": 0, "eval_data": args.eval_data,
         "c4_eval": f"last documents of {os.path.basename(args.calibration)} with no calibration window "
                    f"({len(c4_texts)} documents; {skipped} skipped)",

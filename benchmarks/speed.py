@@ -21,7 +21,7 @@ import platform
 import time
 
 import torch
-from _common import load_dense, pyplot, save_figure
+from _common import load_dense, model_name, pyplot, save_figure
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.commands.benchmark import compare_speed, speed_rows, speed_table
@@ -82,7 +82,8 @@ def main() -> None:
                            new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup,
                            progress=lambda msg: print(msg, flush=True))
     protocol = {
-        "model": model_dir, "dtype": "float32", "method": "flap AL-AM wifv", "calibration": args.calibration,
+        "model": model_name(model_dir), "dtype": "float32", "method": "flap AL-AM wifv",
+        "calibration": args.calibration,
         "num_samples": args.num_samples, "calibration_seq_len": args.seq_len, "threads": args.threads,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "load_average_at_end": os.getloadavg(),
