@@ -101,9 +101,12 @@ def recipes(args: argparse.Namespace) -> list[dict]:
             else:
                 rows.append(dict(method=method, sparsity_type=sparsity_type, pruning_ratio=ratio))
     for spec in args.rows:
-        _, init, sparsity_type, granularity, alpha, *keep = spec.split(":")
+        parts = spec.split(":")
+        keep = parts[-1] == "keep"
+        _, init, *pattern, granularity, alpha = parts[:-1] if keep else parts
+        sparsity_type = ":".join(pattern)  # "unstructured", or N:M, whose colon the split also cut
         rows.append(dict(method="barber", barber_init=init, barber_granularity=granularity, barber_alpha=float(alpha),
-                         barber_keep_reconstruction=keep == ["keep"], sparsity_type=sparsity_type,
+                         barber_keep_reconstruction=keep, sparsity_type=sparsity_type,
                          pruning_ratio=args.ratio if sparsity_type == "unstructured" else None))
     return rows
 

@@ -20,6 +20,11 @@ def test_every_benchmark_script_imports():
         f"for name in {SCRIPTS!r}:\n"
         "    module = importlib.import_module(name)\n"
         "    assert callable(module.main), name\n"
+        # an ablation row whose N:M pattern holds the separator of the row spec
+        "sys.argv = ['sparsity.py', '--methods', '--rows', 'barber:sparsegpt:2:4:output1:0.1:keep']\n"
+        "row, = importlib.import_module('sparsity').recipes(importlib.import_module('sparsity').parse_args())\n"
+        "assert (row['sparsity_type'], row['barber_granularity'], row['barber_alpha'], "
+        "row['barber_keep_reconstruction']) == ('2:4', 'output1', 0.1, True), row\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
