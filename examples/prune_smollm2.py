@@ -50,7 +50,7 @@ def main() -> None:
     pruned_ppl = perplexity(model, pruner.tokenizer, wiki, seq_len=128, max_windows=args.eval_windows)
     pruner.save_pretrained(args.output, overwrite=args.overwrite)
 
-    reloaded = AutoModelForCausalLM.from_pretrained(args.output)
+    reloaded = AutoModelForCausalLM.from_pretrained(args.output, trust_remote_code=True)  # the code saved with it
     tokenizer = AutoTokenizer.from_pretrained(args.output)
     prompt = tokenizer("The capital of France is", return_tensors="pt")
     text = tokenizer.decode(reloaded.generate(**prompt, max_new_tokens=12, do_sample=False)[0])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._auto_registration import register_when_transformers_loads
 from .utils.lazy import lazy_exports
 from .version import __version__
 
@@ -41,9 +40,6 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-# `AutoModelForCausalLM.from_pretrained(pruned_dir)` works with no flag once the package is imported
-register_when_transformers_loads()
 
 __all__ = [
     "BudgetError",

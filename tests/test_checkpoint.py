@@ -24,9 +24,7 @@ from optimum_flap.checkpoint import (
     save_pruned_model,
 )
 from optimum_flap.checkpoint import save as save_module
-from optimum_flap.models import FlapLlamaConfig, register_auto_classes
-
-register_auto_classes()
+from optimum_flap.models import FlapLlamaConfig
 
 #: (id, family, kv heads of the dense model)
 ARCHS = [
@@ -84,7 +82,7 @@ def test_reload_matches_in_memory_model(tmp_path, family, kv_heads, kind):
     assert "quantization_config" not in config
     assert not list((tmp_path / "ckpt").glob("*.bin")) and not list((tmp_path / "ckpt").glob("*.pt"))
 
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")  # no flag: classes are registered
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     assert type(reloaded) is plan.model_class  # the stock class for stock checkpoints, ours otherwise
     assert reloaded.dtype == torch.float32
     torch.testing.assert_close(_logits(reloaded), expected_logits, atol=1e-5, rtol=0)
@@ -109,7 +107,7 @@ def test_uniform_without_output_bias_is_stock(tmp_path, family):
     assert config["model_type"] == family and "auto_map" not in config
     assert config["num_attention_heads"] == 2 and config["intermediate_size"] == 48 and config["head_dim"] == 16
     assert config["dense_sizes"] == {"num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 96}
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     assert type(reloaded) is ARCHITECTURES[family].classes.stock_model_class
     torch.testing.assert_close(_logits(reloaded), _logits(model), atol=1e-5, rtol=0)
 
@@ -134,7 +132,7 @@ def test_llama_heads_not_dividing_hidden_uses_remote_code(tmp_path):
     assert "stock config rejects" in plan.reason
     with pytest.raises(CheckpointError, match="stock format"):
         plan_checkpoint(model, "stock")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     torch.testing.assert_close(_logits(reloaded), _logits(model), atol=1e-5, rtol=0)
 
 
@@ -186,7 +184,7 @@ def test_dtype_is_preserved(tmp_path, dtype, kind):
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["dtype"] == str(dtype).split(".")[1]
     with safe_open(tmp_path / "ckpt" / "model.safetensors", "pt") as f:
         assert f.get_tensor("model.layers.0.mlp.down_proj.bias").dtype == dtype
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     assert reloaded.dtype == dtype
     assert {p.dtype for p in reloaded.parameters()} == {dtype}
     torch.testing.assert_close(_logits(reloaded), _logits(model), atol=0, rtol=0)
@@ -199,7 +197,7 @@ def test_sharded_save(tmp_path):
     assert len(shards) > 1
     index = json.loads((tmp_path / "ckpt" / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == {s.name for s in shards}
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     torch.testing.assert_close(_logits(reloaded), _logits(model), atol=1e-5, rtol=0)
 
 
@@ -209,7 +207,7 @@ def test_tokenizer_and_tied_embeddings(tmp_path):
     save_pruned_model(model, tmp_path / "ckpt", tokenizer)
     loaded_tok = AutoTokenizer.from_pretrained(tmp_path / "ckpt")
     assert loaded_tok("w1 w2 w77")["input_ids"] == tokenizer("w1 w2 w77")["input_ids"]
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
     ids = torch.tensor([loaded_tok("w1 w2 w77 w5")["input_ids"]])
     torch.testing.assert_close(_logits(reloaded, ids), _logits(model, ids), atol=1e-5, rtol=0)

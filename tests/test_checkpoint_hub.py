@@ -86,7 +86,8 @@ def test_push_to_hub_saves_then_uploads(tmp_path, uploads):
     assert card.data.library_name == "transformers"
     text = card.text
     assert 'AutoModelForCausalLM.from_pretrained("me/tiny-llama-flap", trust_remote_code=True)' in text
-    assert "import optimum_flap" in text
+    assert 'AutoTokenizer.from_pretrained("me/tiny-llama-flap")  #' in text  # no flag: a stock tokenizer
+    assert 'load_pruned_model("me/tiny-llama-flap")' in text
     stats = pruning_stats(model, plan_checkpoint(model))
     assert f"{stats['achieved_ratio']:.4f}" in text
     assert f"{stats['total_parameters']:,}" in text

@@ -7,12 +7,9 @@ import json
 import pytest
 import torch
 from conftest import ckpt_tiny_model, ckpt_tiny_tokenizer
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-from optimum_flap import FlapConfig, FlapPruner
-from optimum_flap.models import register_auto_classes
-
-register_auto_classes()
+from optimum_flap import FlapConfig, FlapPruner, load_pruned_model
 
 ARCHS = [("llama-mha", "llama", 4), ("llama-gqa", "llama", 2), ("mistral", "mistral", 2),
          ("qwen2", "qwen2", 2), ("qwen3", "qwen3", 2)]
@@ -48,7 +45,7 @@ def test_pruned_model_round_trips(tmp_path, family, kv_heads, structure):
     assert config["checkpoint_format"] in ("stock", "flap-remote-code")
     if structure.startswith("AL"):
         assert config["checkpoint_format"] == "flap-remote-code"  # adaptive: layers differ
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     new_logits, new_tokens = _outputs(reloaded)
     torch.testing.assert_close(new_logits, logits, atol=1e-5, rtol=0)
     assert torch.equal(new_tokens, tokens)
@@ -60,7 +57,7 @@ def test_pruner_save_pretrained_bfloat16(tmp_path):
     pruner = FlapPruner(_recipe("AL-AM", 2))
     pruner.prune_model(model, ckpt_tiny_tokenizer())
     pruner.save_pretrained(tmp_path / "ckpt")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    reloaded = load_pruned_model(tmp_path / "ckpt")
     assert reloaded.dtype == torch.bfloat16
     torch.testing.assert_close(_outputs(reloaded)[0], _outputs(model)[0], atol=0, rtol=0)
     assert AutoTokenizer.from_pretrained(tmp_path / "ckpt")("w1 w2")["input_ids"] == [5, 6]

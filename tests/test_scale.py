@@ -14,9 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import ckpt_tiny_model, ckpt_tiny_tokenizer
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM
 
-from optimum_flap import FlapConfig, FlapPruner
+from optimum_flap import FlapConfig, FlapPruner, load_pruned_model
 from optimum_flap.commands.cli import ACTIVATION_STORAGES, main
 from optimum_flap.engine import STORAGES
 from optimum_flap.streaming import checkpoint_weight_map
@@ -98,7 +97,7 @@ def test_streamed_prune_saves_the_in_memory_tensors_one_block_at_a_time(sharded,
     pruner.save_pretrained(tmp_path / "streamed", max_shard_size="30KB")
     assert len(set(checkpoint_weight_map(tmp_path / "streamed").values())) > 2
     _assert_same_checkpoint(tmp_path / "in-memory", tmp_path / "streamed")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "streamed")
+    reloaded = load_pruned_model(tmp_path / "streamed")
     with torch.no_grad():
         torch.testing.assert_close(reloaded(IDS).logits, reference.model(IDS).logits, atol=1e-5, rtol=0)
 
@@ -221,7 +220,7 @@ def test_streamed_blocks_run_on_the_gpu(sharded, tmp_path):
                                         device="cuda")
     pruner.prune()
     pruner.save_pretrained(tmp_path / "streamed")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "streamed")
+    reloaded = load_pruned_model(tmp_path / "streamed")
     assert reloaded.config.pruning_layout == reference.model.config.pruning_layout
     with torch.no_grad():
         torch.testing.assert_close(reloaded(IDS).logits, reference.model(IDS).logits, atol=1e-3, rtol=1e-3)

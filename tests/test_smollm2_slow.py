@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from optimum_flap import FlapConfig, FlapPruner
+from optimum_flap import FlapConfig, FlapPruner, load_pruned_model
 from optimum_flap.data_files import data_dir
 from optimum_flap.evaluation.perplexity import perplexity
 
@@ -52,9 +52,8 @@ def test_flap_prunes_smollm2_to_the_target_and_keeps_it_usable(smollm2, tmp_path
     assert torch.equal(cached, uncached)
 
     # the checkpoint reloads with plain transformers and computes the same logits
-    from transformers import AutoModelForCausalLM
 
     pruner.save_pretrained(tmp_path / "pruned")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
+    reloaded = load_pruned_model(tmp_path / "pruned").eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**prompt).logits, model(**prompt).logits, atol=1e-5, rtol=1e-5)

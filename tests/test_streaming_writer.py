@@ -8,8 +8,8 @@ import weakref
 import pytest
 import torch
 from conftest import ckpt_tiny_model
-from transformers import AutoModelForCausalLM
 
+from optimum_flap import load_pruned_model
 from optimum_flap.streaming import StreamedCheckpoint, write_sharded_checkpoint
 
 IDS = torch.tensor([[3, 14, 15, 92, 65, 35]])
@@ -17,7 +17,7 @@ IDS = torch.tensor([[3, 14, 15, 92, 65, 35]])
 
 def _logits(path) -> torch.Tensor:
     with torch.no_grad():
-        return AutoModelForCausalLM.from_pretrained(path).eval()(IDS).logits
+        return load_pruned_model(path).eval()(IDS).logits
 
 
 def test_streamed_write_loads_like_save_pretrained(tmp_path):

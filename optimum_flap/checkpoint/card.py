@@ -169,13 +169,12 @@ def build_model_card(
             f'tokenizer = AutoTokenizer.from_pretrained("{name}")  # a stock tokenizer: no flag needed',
             "```",
             "",
-            "or, with optimum-flap installed, no flag is needed:",
+            "or, with optimum-flap installed (its own classes, no flag):",
             "",
             "```python",
-            "import optimum_flap  # lets AutoModelForCausalLM pick the pruned model class",
-            "from transformers import AutoModelForCausalLM",
+            "from optimum_flap import load_pruned_model",
             "",
-            f'model = AutoModelForCausalLM.from_pretrained("{name}")',
+            f'model = load_pruned_model("{name}")',
             "```",
         ]
     else:

@@ -7,8 +7,8 @@ Two kinds of checkpoint (see docs/checkpoint-format.md):
 * `"flap-remote-code"`: anything else. config.json keeps the stock `model_type` too (so AutoTokenizer
   reads it without remote code), has the per-layer sizes in transformers' native `per_layer_config`,
   and an `auto_map` to the small model files saved alongside (imports torch and transformers only).
-  Plain transformers loads it with `trust_remote_code=True`; after `import optimum_flap` no flag is
-  needed; without either, the stock class refuses the weights' shapes.
+  Plain transformers loads it with `trust_remote_code=True` (`load_pruned_model` with no flag);
+  without the flag, the stock class refuses the weights' shapes.
 
 A masked model (`config.pruning_sparsity` set: zeros in dense-shaped tensors) is written like an
 unpruned one, stock whenever its biases allow, with its measured sparsity in config.json.
@@ -49,7 +49,7 @@ from ..architectures import (
     get_architecture,
 )
 from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
-from ..models import FLAP_CLASSES, register_auto_classes
+from ..models import FLAP_CLASSES, register_for_saving
 from ..privacy import publishable_recipe
 from .target import check_output_dir, recover_swap, replace_directory
 
@@ -310,7 +310,7 @@ def _export_model(model: nn.Module, plan: CheckpointPlan) -> nn.Module:
     Llama hold an o_proj bias) are added as zeros; any other difference is an error.
     """
     if plan.checkpoint_format == REMOTE_CODE_FORMAT:
-        register_auto_classes()  # so the model files travel with the weights
+        register_for_saving()  # so the model files travel with the weights
     with torch.device("meta"):
         export = plan.model_class(copy.deepcopy(plan.config))
     expected = export.state_dict()
@@ -506,8 +506,8 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
 def pruned_model_class(path: str | os.PathLike, kwargs: dict[str, Any] | None = None) -> type:
     """The `Flap<Family>ForCausalLM` that config.json's `architectures` names, else `AutoModelForCausalLM`.
 
-    Our class reads config.json with our config class; `AutoModelForCausalLM` would read it with the
-    stock one, which reads the global sizes of a per-layer config (and transformers warns about that).
+    Without the flag, `AutoModelForCausalLM` reads a pruned checkpoint's config.json with the stock
+    config class (it keeps the stock model_type) and builds the stock model, which refuses the weights.
     """
     from transformers import AutoModelForCausalLM, PretrainedConfig
 

@@ -4,15 +4,12 @@ Per stock family (every spec in `optimum_flap.architectures.ARCHITECTURES`) ther
 (which keeps the family's stock model_type) and a causal-LM class. Their files (`configuration_flap_*.py`,
 `modeling_flap_*.py` and the shared `flap_common.py`) import only torch and transformers and are
 copied next to the weights on save, so plain transformers can load a checkpoint with
-`trust_remote_code=True`.
+`trust_remote_code=True` (`optimum_flap.load_pruned_model` picks them by config.json's `architectures`).
 Which stock classes go with which flap classes is part of each family's spec
-(`optimum_flap.architectures`). `register_auto_classes()` (called by `import optimum_flap`) makes
-`AutoModelForCausalLM` know them, so no flag is needed once the package is imported.
+(`optimum_flap.architectures`).
 """
 
 from __future__ import annotations
-
-from transformers import AutoModelForCausalLM
 
 from .configuration_flap_gemma2 import FlapGemma2Config
 from .configuration_flap_gemma3 import FlapGemma3TextConfig
@@ -50,25 +47,14 @@ FLAP_CLASSES = (
 )
 
 
-def register_auto_classes() -> None:
-    """Let `AutoModelForCausalLM` choose our class for a pruned checkpoint (idempotent).
+def register_for_saving() -> None:
+    """Make saving a `Flap*` model (save_pretrained, push_to_hub) copy its code next to the weights and
+    write the `auto_map` that `trust_remote_code=True` loads (idempotent).
 
-    A pruned checkpoint keeps its family's stock model_type, so without the flag AutoConfig reads it
-    with the stock config class. transformers' model mappings may hold several classes for one config
-    class and choose among them by the checkpoint's `architectures`: each stock config class is mapped
-    to (the stock causal-LM class, ours), so stock checkpoints still get the stock class and pruned ones
-    (`"architectures": ["Flap<Family>ForCausalLM"]`) get ours.
-    It reads nothing from the architecture specs: it runs from an import hook right after
-    transformers loads, possibly while `optimum_flap.architectures` is itself being imported.
+    The Auto classes themselves are not told about our classes: a pruned checkpoint keeps its stock
+    model_type, so a stock config class must stay what reads it without the flag (see flap_common).
     """
-    mapping = AutoModelForCausalLM._model_mapping
     for config_class, model_class in FLAP_CLASSES:
-        stock_config_class = model_class.__bases__[0].config_class
-        current = mapping[stock_config_class]
-        choices = tuple(current) if isinstance(current, (list, tuple)) else (current,)
-        if model_class not in choices:
-            AutoModelForCausalLM.register(stock_config_class, (*choices, model_class), exist_ok=True)
-        # saving one of these (save_pretrained, push_to_hub) copies its code next to the weights
         config_class.register_for_auto_class("AutoConfig")
         model_class.register_for_auto_class("AutoModelForCausalLM")
 
@@ -105,5 +91,5 @@ __all__ = [
     "FlapSmolLM3Config",
     "FlapSmolLM3ForCausalLM",
     "FlapSmolLM3Model",
-    "register_auto_classes",
+    "register_for_saving",
 ]
