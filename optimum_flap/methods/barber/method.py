@@ -21,28 +21,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...plan import MaskLayerPlan, PruningPlan
-from ..base import PruningMethod
-from ..sparse.patterns import parse_sparsity_type
-from ..sparse.scoring import InputStatistics, check_n_m_divisible, initial_masks, observe_calls
+from ...plan import MaskLayerPlan
+from ..sparse.method import MaskMethod
+from ..sparse.scoring import InputStatistics, initial_masks, observe_calls
 from ..sparsity import rebuild_block_masks
 from .capture import SubBlockCall, capture_inputs, replaced_output
 
 
-class BarberMethod(PruningMethod):
+class BarberMethod(MaskMethod):
     """LLM-Barber's block-aware rebuild of a magnitude, Wanda or SparseGPT initial mask."""
 
     name = "barber"
-    plan_kind = "mask"
-    propagation = "pruned"
-
-    def __init__(self, config: Any, architecture: Any) -> None:
-        super().__init__(config, architecture)
-        self.pattern = parse_sparsity_type(config.sparsity_type, config.pruning_ratio)
-        self.paths = tuple(architecture.projection_paths())
-
-    def check(self, model: nn.Module) -> None:
-        check_n_m_divisible(self.paths, self.architecture.decoder_layers(model), self.pattern)
 
     def _local_paths(self, sub_block_name: str) -> list[str]:
         prefix = sub_block_name + "."
@@ -91,10 +80,3 @@ class BarberMethod(PruningMethod):
         weights = {f"{arch.attention_name}.{p}": w for p, w in attention_plan.weights.items()}
         weights.update({f"{arch.mlp_name}.{p}": w for p, w in mlp_plan.weights.items()})
         return MaskLayerPlan(prefixed, weights)
-
-    def finish(self, model: nn.Module) -> PruningPlan:
-        """Every layer's plan was applied in `block_done`; the zeros in the model are the record.
-
-        Masks are not kept: for all layers they would weigh a quarter of a float32 model.
-        """
-        return PruningPlan(kind="mask", layers=[])

@@ -18,25 +18,41 @@ from .patterns import parse_sparsity_type
 from .scoring import InputStatistics, check_n_m_divisible, initial_masks
 
 
-class SparseMaskMethod(PruningMethod):
-    """Unstructured or N:M keep-masks from magnitude, Wanda or SparseGPT scores, one layer at a time."""
+class MaskMethod(PruningMethod):
+    """What every keep-mask method shares: its sparsity pattern over every projection, sequential on the
+    pruned stream, each layer's masks applied in `block_done` (so nothing is left for `finish`)."""
 
-    name = "sparse"
     plan_kind = "mask"
     propagation = "pruned"
 
     def __init__(self, config: Any, architecture: Any) -> None:
         super().__init__(config, architecture)
-        self.name = config.method
         self.pattern = parse_sparsity_type(config.sparsity_type, config.pruning_ratio)
         self.paths = tuple(architecture.projection_paths())
+
+    def check(self, model: nn.Module) -> None:
+        check_n_m_divisible(self.paths, self.architecture.decoder_layers(model), self.pattern)
+
+    def finish(self, model: nn.Module) -> PruningPlan:
+        """Every layer's plan was applied in `block_done`; the zeros in the model are the record.
+
+        Masks are not kept: for all layers they would weigh a quarter of a float32 model.
+        """
+        return PruningPlan(kind="mask", layers=[])
+
+
+class SparseMaskMethod(MaskMethod):
+    """Unstructured or N:M keep-masks from magnitude, Wanda or SparseGPT scores, one layer at a time."""
+
+    name = "sparse"
+
+    def __init__(self, config: Any, architecture: Any) -> None:
+        super().__init__(config, architecture)
+        self.name = config.method
         self._statistics: InputStatistics | None = None
 
     def needs_calibration(self) -> bool:
         return self.config.method != "magnitude"
-
-    def check(self, model: nn.Module) -> None:
-        check_n_m_divisible(self.paths, self.architecture.decoder_layers(model), self.pattern)
 
     def observers(self, block: Any) -> dict[str, Any]:
         self._statistics = InputStatistics(self.config.method, self.paths)
@@ -47,10 +63,3 @@ class SparseMaskMethod(PruningMethod):
         masks, weights = initial_masks(block.module, self.paths, statistics, self.config.pruning_ratio, self.pattern)
         self._statistics = None
         return MaskLayerPlan(masks, weights)
-
-    def finish(self, model: nn.Module) -> PruningPlan:
-        """Every layer's plan was applied in `block_done`; the zeros in the model are the record.
-
-        Masks are not kept: for all layers they would weigh a quarter of a float32 model.
-        """
-        return PruningPlan(kind="mask", layers=[])
