@@ -7,11 +7,11 @@ which transformers itself depends on for its `@strict` configs).
 from huggingface_hub.dataclasses import strict
 from transformers import Gemma3TextConfig
 
-from .flap_common import STOCK_READABLE, validate_layer_sizes
+from .flap_common import PrunedConfig
 
 
 @strict
-class FlapGemma3TextConfig(Gemma3TextConfig):
+class FlapGemma3TextConfig(PrunedConfig, Gemma3TextConfig):
     """`Gemma3TextConfig` plus per-layer sizes.
 
     The global sizes (`num_attention_heads`, `num_key_value_heads`, `intermediate_size`) are the dense
@@ -26,14 +26,6 @@ class FlapGemma3TextConfig(Gemma3TextConfig):
     attention_output_bias: bool = False
     mlp_output_bias: bool = False
     checkpoint_format: str = "flap-remote-code"
-
-    def validate_architecture(self):
-        """Check each layer's sizes instead of the dense `hidden_size % num_attention_heads` rule."""
-        validate_layer_sizes(self)
-
-    def to_dict(self):
-        """The dict of config.json: this config's fields plus `STOCK_READABLE`."""
-        return {**super().to_dict(), **STOCK_READABLE}
 
 
 __all__ = ["FlapGemma3TextConfig"]

@@ -7,11 +7,11 @@ which transformers itself depends on for its `@strict` configs).
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen2Config
 
-from .flap_common import STOCK_READABLE, validate_layer_sizes
+from .flap_common import PrunedConfig
 
 
 @strict
-class FlapQwen2Config(Qwen2Config):
+class FlapQwen2Config(PrunedConfig, Qwen2Config):
     """`Qwen2Config` plus per-layer sizes.
 
     The global sizes (`num_attention_heads`, `num_key_value_heads`, `intermediate_size`) are the dense
@@ -33,14 +33,6 @@ class FlapQwen2Config(Qwen2Config):
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         super().__post_init__(**kwargs)
-
-    def validate_architecture(self):
-        """Check each layer's sizes instead of the dense `hidden_size % num_attention_heads` rule."""
-        validate_layer_sizes(self)
-
-    def to_dict(self):
-        """The dict of config.json: this config's fields plus `STOCK_READABLE`."""
-        return {**super().to_dict(), **STOCK_READABLE}
 
 
 __all__ = ["FlapQwen2Config"]

@@ -45,6 +45,19 @@ def validate_layer_sizes(config):
             )
 
 
+class PrunedConfig:
+    """Mixed in before the stock config class by every `Flap<Family>Config` (with the two bias flags and
+    `checkpoint_format` as fields): the per-layer size check and the config.json stock classes can read."""
+
+    def validate_architecture(self):
+        """Check each layer's sizes instead of the dense `hidden_size % num_attention_heads` rule."""
+        validate_layer_sizes(self)
+
+    def to_dict(self):
+        """The dict of config.json: this config's fields plus `STOCK_READABLE`."""
+        return {**super().to_dict(), **STOCK_READABLE}
+
+
 def _with_bias(linear):
     """`linear` itself if it has a bias, else a same-shaped Linear that has one."""
     if linear.bias is not None:
