@@ -136,6 +136,7 @@ def recover(
     resume_from_checkpoint: str | bool | None = None,
     importance: list[float] | None = None,
     overwrite: bool = False,
+    extra_callbacks: list[Any] | None = None,
 ) -> RecoveryResult:
     """Fine-tune a pruned `model` (FLAP- or CFSP-pruned, in memory or reloaded) with LoRA or fully, on
     next-token labels or distilled from `config.teacher`.
@@ -157,6 +158,8 @@ def recover(
         importance: block importances for `"importance"` ranks; default: those a CFSP run recorded on
             `model.config`, else measured on the first training sequences.
         overwrite: replace a non-empty `save_directory`.
+        extra_callbacks: `transformers.TrainerCallback`s, run after the package's own (for example a periodic
+            evaluation of the model being trained, as `benchmarks/recovery.py` does).
 
     Raises:
         ValueError: the teacher does not share the student's tokenizer, or the teacher-logits cache holds
@@ -188,7 +191,8 @@ def recover(
             callbacks.append(held_out)
         if config.finetuning == "full" and masks:
             callbacks.append(KeepZeros(masks))
-        trainer = _trainer(trained, args, TokenWindows(ids, teacher_cache), callbacks, config, teacher)
+        trainer = _trainer(trained, args, TokenWindows(ids, teacher_cache), callbacks + list(extra_callbacks or []),
+                           config, teacher)
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         seconds = time.perf_counter() - start - (held_out.seconds if held_out else 0.0)
