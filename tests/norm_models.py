@@ -1,9 +1,10 @@
-"""Kept units of every structured method on tiny pre-norm models, for `test_post_norm.py`.
+"""Tiny pre-norm and post-norm models for `test_post_norm.py`, and the kept units of every pre-norm family.
 
-`python tests/prenorm_units.py` (from the repository root, with the code to record first on
-PYTHONPATH) writes `tests/data/prenorm_kept_units.json`. The saved file was computed with the main
-branch's code before post-norm gains existed, so the test proves that pre-norm families (no norm
-after their sub-blocks) prune exactly as before.
+Post-norm families (Gemma 2, Gemma 3, OLMo-2) are built with post-norm gains that differ by layer by
+an order of magnitude, as in real Gemma checkpoints. `python tests/norm_models.py` (from the repository
+root, with the code to record first on PYTHONPATH) writes `tests/data/prenorm_kept_units.json`. The
+saved file was computed with the main branch's code before post-norm gains existed, so the test proves
+that pre-norm families (no norm after their sub-blocks) prune exactly as before.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GraniteConfig,
     GraniteForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
     Qwen2Config,
@@ -98,6 +105,39 @@ def kept_units(family: str, recipe: str) -> list[dict[str, list[int]]]:
                         **options)
     _kind, plans = FlapPruner(config)._plans(model, get_architecture(model), None, True)
     return [{"groups": p.kept_groups.tolist(), "channels": p.kept_channels.tolist()} for p in plans]
+
+
+#: post-norm families: config and model class, overrides, and the offset of the stored norm weight (Gemma: gain - 1)
+POSTNORM_FAMILIES = {
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM, dict(sliding_window=4, query_pre_attn_scalar=24), 1.0),
+    "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM, dict(sliding_window=4, query_pre_attn_scalar=24), 1.0),
+    "olmo2": (Olmo2Config, Olmo2ForCausalLM, {}, 0.0),
+}
+#: per layer, the scale of the gains of the norm after the MLP and after the attention (10x apart)
+MLP_GAINS = (1.0, 0.1, 1.0, 0.1)
+ATTENTION_GAINS = (0.1, 1.0, 0.1, 1.0)
+
+
+def postnorm_model(family: str, seed: int = 0) -> torch.nn.Module:
+    """A 4-layer model whose post-norm gains are `MLP_GAINS` / `ATTENTION_GAINS` per layer (times 1 + 20% noise)."""
+    config_class, model_class, overrides, offset = POSTNORM_FAMILIES[family]
+    layers = len(MLP_GAINS)
+    config = config_class(**{**SHAPE, "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+                             "head_dim": 16, **overrides})
+    if "sliding_window" in overrides:
+        config.layer_types = ["sliding_attention", "full_attention"] * (layers // 2)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+        for layer, mlp_gain, attention_gain in zip(model.model.layers, MLP_GAINS, ATTENTION_GAINS):
+            for norm, gain in ((layer.post_feedforward_layernorm, mlp_gain), (layer.post_attention_layernorm,
+                                                                              attention_gain)):
+                norm.weight.copy_(gain * (1 + 0.2 * torch.randn_like(norm.weight)) - offset)
+    return model
 
 
 if __name__ == "__main__":
