@@ -1,7 +1,8 @@
 """Scores in residual units for families with a norm after each sub-block (Gemma 2/3, OLMo-2).
 
 - pre-norm families keep exactly the units they kept before (saved with main's code, tests/norm_models.py);
-- the weighted statistics and the residual-unit WIFV equal their definitions on captured activations;
+- the residual-unit WIFV equals its definition on captured activations (the weighted statistics are
+  tested in test_weighted_statistics.py);
 - on tiny Gemma 2 / Gemma 3 / OLMo-2 models whose post-norm gains differ 10x by layer, a layer whose norm
   scales its MLP output down loses more channels than today, and the pruned model is closer to the dense one.
 """
@@ -29,7 +30,6 @@ from tiny_models import calibration_ids
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.architectures import ARCHITECTURES, get_architecture
 from optimum_flap.engine.post_norm import has_post_norms, post_norm_gain, residual_weight
-from optimum_flap.engine.statistics import ChannelStatistics, WeightedChannelStatistics
 from optimum_flap.methods.flap.method import FlapFamilyMethod
 from optimum_flap.methods.flap.scores import channel_scores
 
@@ -60,27 +60,6 @@ def test_prenorm_families_keep_the_units_main_kept(family):
 
 def test_the_post_norm_families_are_gemma_and_olmo2():
     assert sorted(t for t, spec in ARCHITECTURES.items() if has_post_norms(spec)) == ["gemma2", "gemma3_text", "olmo2"]
-
-
-def test_weighted_statistics_are_their_definition_and_merge_by_batch():
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 20, 5, generator=generator) * torch.tensor([1.0, 5.0, 0.1, 2.0, 3.0]) + 4.0
-    w = torch.rand(3, 20, generator=generator) + 0.1
-    stats = WeightedChannelStatistics()
-    for batch in range(3):
-        stats.update(x[batch], w[batch])
-    flat_x, flat_w = x.reshape(-1, 5).double(), w.reshape(-1, 1).double()
-    mean = (flat_w * flat_x).sum(0) / flat_w.sum()
-    torch.testing.assert_close(stats.mean.double(), mean, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(stats.variance.double(), (flat_w * (flat_x - mean) ** 2).sum(0) / 59, rtol=1e-5, atol=0)
-    torch.testing.assert_close(stats.mean_square.double(), (flat_w * flat_x**2).sum(0) / 60, rtol=1e-5, atol=0)
-    assert stats.mean_weight == pytest.approx(float(flat_w.mean()), rel=1e-6)
-    plain, ones = ChannelStatistics(), WeightedChannelStatistics()
-    for batch in range(3):
-        plain.update(x[batch])
-        ones.update(x[batch], torch.ones(20))
-    for name in ("mean", "variance", "mean_square"):
-        torch.testing.assert_close(getattr(ones, name), getattr(plain, name))
 
 
 def test_residual_wifv_is_the_squared_change_after_the_post_norm():
