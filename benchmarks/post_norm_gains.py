@@ -8,12 +8,20 @@ distributions. Rows: `post_norm_gains=False` (today's scores), the default, and 
 default: per-layer standardization (the paper's) of the residual-unit scores, and bias compensation
 with the plain calibration mean instead of the 1/rms^2-weighted one.
 
+`--bos-scale S` starts every calibration and held-out window with the BOS token (id 1) and multiplies
+its embedding by S, a stand-in for the massive activations real models have at BOS, so that the 1/rms^2
+token weights vary; `--seeds N` repeats every row over model seeds 0..N-1 and prints the geometric mean
+of the KLs, then each seed's (kept widths are those of seed 0).
+
     python benchmarks/post_norm_gains.py
+    python benchmarks/post_norm_gains.py --seeds 5 --bos-scale 30
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -31,11 +39,22 @@ from optimum_flap.engine.statistics import ChannelStatistics  # noqa: E402
 from optimum_flap.methods.flap import method as flap_method  # noqa: E402
 
 HELD_OUT = torch.tensor(calibration_ids(num_samples=8, seq_len=32, seed=7))
+CALIBRATION = torch.tensor(calibration_ids(num_samples=32, seq_len=32))
+BOS = 1
 
 
-def kl_to_dense(dense: torch.nn.Module, pruned: torch.nn.Module) -> float:
+def with_bos(ids: torch.Tensor, bos_scale: float | None) -> torch.Tensor:
+    """The windows with BOS first when `bos_scale` is set."""
+    if bos_scale is None:
+        return ids
+    ids = ids.clone()
+    ids[:, 0] = BOS
+    return ids
+
+
+def kl_to_dense(dense: torch.nn.Module, pruned: torch.nn.Module, held_out: torch.Tensor = HELD_OUT) -> float:
     with torch.no_grad():
-        p, q = dense(input_ids=HELD_OUT).logits, pruned(input_ids=HELD_OUT).logits
+        p, q = dense(input_ids=held_out).logits, pruned(input_ids=held_out).logits
     kl = torch.nn.functional.kl_div(q.log_softmax(-1), p.log_softmax(-1), log_target=True, reduction="none")
     return float(kl.sum(-1).mean())
 
@@ -79,22 +98,31 @@ def plain_mean_compensation() -> Iterator[None]:
         yield
 
 
-def run(family: str, options: dict, ablation=None) -> tuple[list[int], list[int], float]:
-    dense = postnorm_model(family)
+def run(family: str, options: dict, ablation=None, seed: int = 0, bos_scale: float | None = None
+        ) -> tuple[list[int], list[int], float]:
+    dense = postnorm_model(family, seed=seed)
+    if bos_scale is not None:
+        with torch.no_grad():
+            dense.model.embed_tokens.weight[BOS] *= bos_scale
     pruned = copy.deepcopy(dense)
-    config = FlapConfig(pruning_ratio=0.3, dataset=calibration_ids(num_samples=32, seq_len=32), batch_size=8,
+    config = FlapConfig(pruning_ratio=0.3, dataset=with_bos(CALIBRATION, bos_scale).tolist(), batch_size=8,
                         **options)
     with ablation() if ablation else nullcontext():
         FlapPruner(config).prune_model(pruned)
     layers = pruned.model.layers
     head_dim = dense.config.head_dim
     return ([layer.mlp.down_proj.in_features for layer in layers],
-            [layer.self_attn.o_proj.in_features // head_dim for layer in layers], kl_to_dense(dense, pruned))
+            [layer.self_attn.o_proj.in_features // head_dim for layer in layers],
+            kl_to_dense(dense, pruned, with_bos(HELD_OUT, bos_scale)))
 
 
 def main() -> None:
     import transformers
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=1, help="model seeds 0..N-1 (default 1)")
+    parser.add_argument("--bos-scale", type=float, default=None, help="BOS first, its embedding times this")
+    args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     print("| family | method, structure | scores | MLP channels kept per layer | heads kept | KL to dense |")
     print("|---|---|---|---|---|---|")
@@ -113,8 +141,12 @@ def main() -> None:
             if compensation:
                 rows.append(("ablation: plain-mean compensation", options, plain_mean_compensation))
             for name, row_options, ablation in rows:
-                kept, heads, kl = run(family, row_options, ablation)
-                print(f"| {family} | {label} | {name} | {kept} | {heads} | {kl:.3g} |")
+                results = [run(family, row_options, ablation, seed, args.bos_scale) for seed in range(args.seeds)]
+                kls = [kl for _, _, kl in results]
+                kl_text = f"{kls[0]:.3g}" if len(kls) == 1 else (
+                    f"{math.exp(sum(map(math.log, kls)) / len(kls)):.3g} ({', '.join(f'{kl:.3g}' for kl in kls)})")
+                kept, heads, _ = results[0]
+                print(f"| {family} | {label} | {name} | {kept} | {heads} | {kl_text} |")
 
 
 if __name__ == "__main__":
