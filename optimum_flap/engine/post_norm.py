@@ -6,7 +6,7 @@ with y = W x + b the output projection's output and g the norm's per-dimension g
 channel j of W (and adding the constant c_j to the bias) changes y_t by dy_t = W[:, j] (c_j - x_tj); to first
 order the residual changes by
 
-    dN_t = g * dy_t / rms(y_t)            (minus its component along N_t, which we drop: an upper bound)
+    dN_t = g * dy_t / rms(y_t)            (minus the part of dy_t along y_t, which we drop: an upper bound)
 
 so the residual sees the projection with weight diag(g) W applied to the input x_t / rms(y_t). Every
 channel score computed from that weight and from the statistics of x weighted per token by
@@ -15,7 +15,8 @@ w_t = 1 / rms(y_t)^2 (`WeightedChannelStatistics`) is therefore in residual unit
     E ||dN_t||^2 = ||g * W[:, j]||^2 * E[w_t (x_tj - c_j)^2],
 
 minimised by the weighted mean c_j = E[w x_j] / E[w] (the bias compensation under a post-norm), where it
-equals ||g * W[:, j]||^2 * sum_t w_t (x_tj - m_j)^2 / N: FLAP's WIFV with the weighted statistics.
+equals ||g * W[:, j]||^2 * sum_t w_t (x_tj - m_j)^2 / N: FLAP's WIFV with the weighted statistics
+(which divide by N - 1, as the plain ones).
 With no post-norm (g = 1, w = 1) these are the plain statistics and weights, which the methods then use
 unchanged.
 """
