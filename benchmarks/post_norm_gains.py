@@ -31,7 +31,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from norm_models import POSTNORM_FAMILIES, postnorm_model  # noqa: E402
+from norm_models import POSTNORM_FAMILIES, kl_to_dense, postnorm_model  # noqa: E402
 from tiny_models import calibration_ids  # noqa: E402
 
 from optimum_flap import FlapConfig, FlapPruner  # noqa: E402
@@ -50,13 +50,6 @@ def with_bos(ids: torch.Tensor, bos_scale: float | None) -> torch.Tensor:
     ids = ids.clone()
     ids[:, 0] = BOS
     return ids
-
-
-def kl_to_dense(dense: torch.nn.Module, pruned: torch.nn.Module, held_out: torch.Tensor = HELD_OUT) -> float:
-    with torch.no_grad():
-        p, q = dense(input_ids=held_out).logits, pruned(input_ids=held_out).logits
-    kl = torch.nn.functional.kl_div(q.log_softmax(-1), p.log_softmax(-1), log_target=True, reduction="none")
-    return float(kl.sum(-1).mean())
 
 
 @contextmanager

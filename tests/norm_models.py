@@ -140,6 +140,14 @@ def postnorm_model(family: str, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def kl_to_dense(dense: torch.nn.Module, pruned: torch.nn.Module, ids: torch.Tensor) -> float:
+    """Mean KL(dense || pruned) of the next-token distributions on `ids`."""
+    with torch.no_grad():
+        p, q = dense(input_ids=ids).logits, pruned(input_ids=ids).logits
+    kl = torch.nn.functional.kl_div(q.log_softmax(-1), p.log_softmax(-1), log_target=True, reduction="none")
+    return float(kl.sum(-1).mean())
+
+
 if __name__ == "__main__":
     table = {f"{family}/{recipe}": kept_units(family, recipe) for family in PRENORM_FAMILIES for recipe in RECIPES
              if f"{family}/{recipe}" not in UNSUPPORTED}
