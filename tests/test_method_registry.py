@@ -32,7 +32,7 @@ def _options(method: str) -> dict[str, object]:
 def test_builtin_methods_and_their_options():
     assert registered_methods()[:4] == ("flap", "wanda-sp", "magnitude-sp", "cfsp")
     assert _options("flap") == {"bias_compensation": True, "min_head_groups": 1, "min_channels": 1, "round_to": None,
-                                "structure": "AL-AM", "remove_heads": None, "metric": "wifv"}
+                                "structure": "AL-AM", "remove_heads": None, "post_norm_gains": True, "metric": "wifv"}
     assert set(_options("cfsp")) == STRUCTURED | {"cfsp_importance", "cfsp_allocation", "cfsp_temperature",
                                                   "cfsp_score", "cfsp_prune_attention"}
     assert _options("cfsp")["cfsp_temperature"] == CFSP_DEFAULT_TEMPERATURE == 1e4 / (128 * 1024)

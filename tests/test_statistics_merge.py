@@ -11,13 +11,21 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from optimum_flap.engine.distributed import distributed_world, is_main_process, shard_for_rank
-from optimum_flap.engine.statistics import ChannelStatistics
+from optimum_flap.engine.statistics import ChannelStatistics, WeightedChannelStatistics
 
 
 def _activations(seed: int = 0) -> torch.Tensor:
     """12 samples of 5 tokens x 7 channels with a large offset, where E[x^2]-E[x]^2 would cancel."""
     generator = torch.Generator().manual_seed(seed)
     return 1000.0 + torch.randn(12, 5, 7, generator=generator) * torch.linspace(0.1, 3.0, 7)
+
+
+def _weighted(samples: torch.Tensor) -> WeightedChannelStatistics:
+    """The same activations with a weight per token that depends on the token, as post-norm weights 1 / rms^2 do."""
+    stats = WeightedChannelStatistics()
+    for sample in samples:
+        stats.update(sample, 1.0 / (1.0 + (sample[:, 0] - 1000.0) ** 2))
+    return stats
 
 
 def _stats(samples: torch.Tensor, batch_size: int = 2) -> ChannelStatistics:
@@ -87,8 +95,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         # a module that only rank 0 saw tokens for: the other rank contributes nothing
         lopsided = _stats(_activations(seed=1)) if rank == 0 else ChannelStatistics()
         lopsided.all_reduce()
+        weighted = _weighted(shard_for_rank(_activations(), rank, world_size))
+        weighted.all_reduce()
         result = {name: (s.count, s.mean, s.variance, s.mean_square)
-                  for name, s in (("split", split), ("lopsided", lopsided))}
+                  for name, s in (("split", split), ("lopsided", lopsided), ("weighted", weighted))}
         torch.save({"result": result, "main": is_main_process()}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -104,7 +114,8 @@ def test_two_process_gloo_all_reduce_equals_single_process(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     assert [r["main"] for r in ranks] == [True, False]
-    for name, reference in (("split", _stats(_activations())), ("lopsided", _stats(_activations(seed=1)))):
+    for name, reference in (("split", _stats(_activations())), ("lopsided", _stats(_activations(seed=1))),
+                            ("weighted", _weighted(_activations()))):
         count, mean, variance, mean_square = ranks[0]["result"][name]
         for left, right in zip(ranks[0]["result"][name][1:], ranks[1]["result"][name][1:]):
             assert torch.equal(left, right)  # every rank ends with bit-identical statistics

@@ -6,6 +6,9 @@ embeddings scaled by sqrt(hidden_size) and tied to the LM head, query scaling by
 feed-forward norms, a GELU-tanh gated MLP, and sliding and global attention layers in one model.
 `attention_bias` adds biases to q/k/v/o. Gemma 3's `q_norm` / `k_norm` normalise each head over
 `head_dim` with weights shared by all heads, so removing heads leaves them whole.
+
+Both normalise each sub-block's output (`post_attention_layernorm`, `post_feedforward_layernorm`, the
+"sandwich" norm of the Gemma 2 report) before the residual add, with gains stored as weight + 1.
 """
 
 from transformers import Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig
@@ -19,12 +22,18 @@ from .spec import DecoderArchitecture, ModelClasses
 GEMMA2 = DecoderArchitecture(
     model_type="gemma2",
     attention_bias_flag="attention_bias",
+    attention_post_norm="post_attention_layernorm",
+    mlp_post_norm="post_feedforward_layernorm",
+    post_norm_gain_offset=1.0,
     classes=ModelClasses(Gemma2Config, Gemma2ForCausalLM, FlapGemma2Config, FlapGemma2ForCausalLM),
 )
 
 GEMMA3 = DecoderArchitecture(
     model_type="gemma3_text",
     attention_bias_flag="attention_bias",
+    attention_post_norm="post_attention_layernorm",
+    mlp_post_norm="post_feedforward_layernorm",
+    post_norm_gain_offset=1.0,
     shared_head_norms=("q_norm", "k_norm"),
     classes=ModelClasses(Gemma3TextConfig, Gemma3ForCausalLM, FlapGemma3TextConfig, FlapGemma3ForCausalLM),
 )

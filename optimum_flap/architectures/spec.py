@@ -61,6 +61,13 @@ class DecoderArchitecture:
     #: why attention heads cannot be removed from this family (then every head group is kept and only
     #: MLP channels are pruned), or None
     head_removal_refused: str | None = None
+    #: norms a layer applies to its attention / MLP output before the residual add (module names in the decoder
+    #: layer: Gemma's `post_attention_layernorm`, `post_feedforward_layernorm`), None in pre-norm families. A
+    #: change in the sub-block's output reaches the residual stream rescaled by that norm (see engine/post_norm.py)
+    attention_post_norm: str | None = None
+    mlp_post_norm: str | None = None
+    #: the post-norms multiply by (offset + weight): 1.0 where the stored weight is the gain minus one (Gemma)
+    post_norm_gain_offset: float = 0.0
     #: classes that load the stock and the per-layer checkpoint; None where checkpoints are not supported
     classes: ModelClasses | None = None
     layers_path: str = "model.layers"
@@ -95,6 +102,10 @@ class DecoderArchitecture:
     def mlp_output_path(self) -> str:
         """Module path, relative to a decoder layer, whose input holds the MLP channels."""
         return self.path(MLP_OUTPUT)
+
+    def post_norm_path(self, role: str) -> str | None:
+        """Module path, relative to a decoder layer, of the norm after the sub-block of output `role`, if any."""
+        return self.attention_post_norm if role == ATTENTION_OUTPUT else self.mlp_post_norm
 
     def fused_roles(self, role: str) -> tuple[str, ...]:
         """The roles stored in the same Linear as `role`, in row order (just `(role,)` when unfused)."""

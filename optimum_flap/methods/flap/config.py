@@ -23,6 +23,9 @@ class StructuredBaselineOptions(StructuredOptions):
                             "or adaptive (AM) between attention and MLP", choices=STRUCTURES)
     remove_heads: int | None = option(None, "attention heads to remove in total, required by UL-MM and AL-MM (with "
                                       "grouped-query attention a multiple of the group size)", minimum=0)
+    post_norm_gains: bool = option(True, "on families with a norm after each sub-block (Gemma 2/3, OLMo-2), score "
+                                   "channels by what reaches the residual stream through that norm's gain; no "
+                                   "effect on pre-norm families")
 
     def check(self) -> None:
         if self.structure in MANUAL_STRUCTURES and self.remove_heads is None:

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ...accounting import layer_cost
-from ...architectures import attention_geometry
+from ...architectures import ATTENTION_OUTPUT, MLP_OUTPUT, attention_geometry
+from ...engine.post_norm import has_post_norms, post_norm_gain, residual_observers, residual_weight
 from ...engine.statistics import ChannelStatistics
 from ...plan import LayerCost, PruningPlan, StructuredLayerPlan
 from ..base import PruningMethod
@@ -91,10 +92,23 @@ class FlapFamilyMethod(PruningMethod):
         return [layer_cost(layer, self.architecture, heads // kv_heads, head_dim, self.config.use_bias_compensation)
                 for layer in self.architecture.decoder_layers(model)]
 
+    def in_residual_units(self) -> bool:
+        """Whether scores measure the residual stream through the post-norms (post-norm family, data-based score).
+
+        magnitude-sp reads no activations, so the 1 / rms part of the gain is unknown to it: it keeps its scores.
+        """
+        config = self.config
+        return bool(config.post_norm_gains) and has_post_norms(self.architecture) and config.method != "magnitude-sp"
+
     def observers(self, block: Any) -> dict[str, Any]:
         arch = self.architecture
         self._stats = {arch.attention_output_path(): ChannelStatistics(), arch.mlp_output_path(): ChannelStatistics()}
-        return {path: stats.update for path, stats in self._stats.items()}
+        observers = {path: stats.update for path, stats in self._stats.items()}
+        if self.in_residual_units():  # statistics weighted by the post-norm's 1 / rms^2 replace the plain ones
+            residual, statistics = residual_observers(arch, block.module)
+            observers.update(residual)
+            self._stats.update(statistics)
+        return observers
 
     def all_reduce(self) -> None:
         for stats in self._stats.values():
@@ -106,9 +120,14 @@ class FlapFamilyMethod(PruningMethod):
         attention_out, mlp_out = arch.attention_output_path(), arch.mlp_output_path()
         stats = self._stats  # empty when the pipeline runs no data (magnitude-sp without compensation)
         o_proj, down_proj = block.module.get_submodule(attention_out), block.module.get_submodule(mlp_out)
+        if self.in_residual_units():  # diag(g) W: the projection as the residual stream sees it
+            o_weight = residual_weight(o_proj.weight, post_norm_gain(arch, block.module, ATTENTION_OUTPUT))
+            down_weight = residual_weight(down_proj.weight, post_norm_gain(arch, block.module, MLP_OUTPUT))
+        else:
+            o_weight, down_weight = o_proj.weight, down_proj.weight
         scores = LayerScores(
-            attention=attention_channel_scores(config.method, config.metric, o_proj.weight, stats.get(attention_out)),
-            mlp=channel_scores(config.method, config.metric, down_proj.weight, stats.get(mlp_out)),
+            attention=attention_channel_scores(config.method, config.metric, o_weight, stats.get(attention_out)),
+            mlp=channel_scores(config.method, config.metric, down_weight, stats.get(mlp_out)),
         )
         check_finite_block(block, arch.layers_path, stats, {attention_out: scores.attention, mlp_out: scores.mlp})
         means = {path: s.mean for path, s in stats.items()}
@@ -132,6 +151,7 @@ class FlapFamilyMethod(PruningMethod):
             min_groups=config.min_head_groups,
             min_channels=config.min_channels,
             remove_groups=manual_head_groups(config, model.config),
+            across_layers=self.in_residual_units(),
         )
         if config.round_to:
             kept = round_kept_channels(kept, [c.scores.mlp for c in calibration], config.round_to, config.min_channels)

@@ -15,6 +15,12 @@ Baselines from FLAP's experiments:
     magnitude-sp: ||W[:, j]||_2                          (weights only)
 Pooling to GQA head groups (a key/value head and the query heads that share it): the mean of the
 group's channel scores; standardization (S - mean) / std is taken per layer and module type.
+
+Families with a norm after each sub-block (Gemma 2/3, OLMo-2): the methods that read activations pass
+W' = diag(g) W and statistics weighted per token by 1 / rms^2 of the post-norm's input, so the same
+formulas measure the change a channel makes in the residual stream (derivation: engine/post_norm.py,
+docs/flap.md); the adaptive structures then standardize with one mean and std per module type over all
+layers (`standardize_across`), so that the post-norm's per-layer scale survives into the global threshold.
 """
 
 from __future__ import annotations
@@ -57,6 +63,15 @@ def standardize(scores: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(std) or std == 0:
         return torch.zeros_like(scores)
     return (scores - scores.mean()) / std
+
+
+def standardize_across(layers: list[torch.Tensor]) -> list[torch.Tensor]:
+    """(S - mean) / std with one mean and std over every layer's channels of one module type (post-norm families)."""
+    flat = torch.cat(layers)
+    std = flat.std()
+    if not torch.isfinite(std) or std == 0:
+        return [torch.zeros_like(s) for s in layers]
+    return [(s - flat.mean()) / std for s in layers]
 
 
 def pool_groups(channel_scores_: torch.Tensor, group_width: int) -> torch.Tensor:

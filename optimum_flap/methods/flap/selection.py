@@ -15,6 +15,8 @@
            plus biases), and the cut is where the kept cost is closest to the target.
 
 Every layer keeps its best `min_groups` groups and `min_channels` channels whatever the budget.
+With `across_layers`, the adaptive structures standardize each module type once over all layers instead
+of per layer (scores in residual units of a post-norm family, see scores.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ...plan import LayerCost, StructuredLayerPlan
-from .scores import pool_groups, standardize
+from .scores import pool_groups, standardize, standardize_across
 
 
 @dataclass
@@ -48,11 +50,16 @@ def select(
     min_groups: int,
     min_channels: int,
     remove_groups: int | None = None,
+    across_layers: bool = False,
 ) -> list[StructuredLayerPlan]:
     """The plan for `structure`; `remove_groups` is the manual head budget of UL-MM / AL-MM, in groups."""
     adaptive = structure.startswith("AL")
-    groups = [_pool(s.attention, group_width, adaptive) for s in scores]
-    channels = [standardize(s.mlp) if adaptive else s.mlp for s in scores]
+    attention, channels = [s.attention for s in scores], [s.mlp for s in scores]
+    if adaptive and across_layers:
+        attention, channels = standardize_across(attention), standardize_across(channels)
+    elif adaptive:
+        attention, channels = [standardize(a) for a in attention], [standardize(c) for c in channels]
+    groups = [pool_groups(a, group_width) for a in attention]
     _check_minimums(groups, channels, min_groups, min_channels)
     if structure in ("UL-UM", "UL-MM"):
         # per layer: a re-pruned model's layers need not have the same number of groups
@@ -88,10 +95,6 @@ def select(
     if structure == "AL-AM":
         return _global_threshold(groups, channels, costs, ratio, min_groups, min_channels)
     raise ValueError(f"Unknown structure {structure!r}.")
-
-
-def _pool(attention: torch.Tensor, group_width: int, adaptive: bool) -> torch.Tensor:
-    return pool_groups(standardize(attention) if adaptive else attention, group_width)
 
 
 def _check_minimums(groups, channels, min_groups: int, min_channels: int) -> None:
