@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,6 +22,8 @@ from .architectures import (
     get_architecture,
 )
 from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
+from .checkpoint.save import source_directory as _source_directory
+from .checkpoint.target import check_apart
 from .configuration import FlapConfig
 from .data import load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
@@ -104,6 +108,8 @@ class FlapPruner:
         get_architecture(config_class.from_pretrained(model_name_or_path))
         pruner = cls(config, device=device, activations=activations)
         model_kwargs.setdefault("dtype", "auto")
+        if offload_folder is not None:  # block files must never land in the checkpoint being read
+            check_apart(offload_folder, {"model": model_name_or_path}, "offload_folder")
         rank, world_size = distributed_world()
         if offload_folder is not None and world_size > 1:  # ranks write the same files: one folder each
             offload_folder = os.path.join(offload_folder, f"rank{rank}")
@@ -125,9 +131,19 @@ class FlapPruner:
             pruner.streamed.load_non_block()
             pruner.model = pruner.streamed.model
         else:
-            if offload_folder is not None:
-                model_kwargs["offload_folder"] = offload_folder
-            pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
+            run_folder = None
+            if offload_folder is not None:  # a folder of this run only: weight files are named by tensor
+                from .streaming import run_offload_folder
+
+                run_folder = model_kwargs["offload_folder"] = str(run_offload_folder(offload_folder))
+            try:
+                pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
+            except BaseException:
+                if run_folder is not None:
+                    shutil.rmtree(run_folder, ignore_errors=True)
+                raise
+            if run_folder is not None:
+                weakref.finalize(pruner.model, shutil.rmtree, run_folder, True)
         # the model's config, so that config.json is not read again by the stock config class (see flap_common)
         pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, config=pruner.model.config)
         return pruner
@@ -143,6 +159,7 @@ class FlapPruner:
             raise RuntimeError("No model loaded: use FlapPruner.from_pretrained(...) or prune_model(model, tokenizer).")
         if save_directory is not None:
             check_output_dir(save_directory, save_kwargs.get("overwrite", False))
+            check_apart(save_directory, {"model": _source_directory(self.model)}, "save_directory")
         model = self.prune_model(self.model, self.tokenizer)
         if save_directory is not None:
             self.save_pretrained(save_directory, **save_kwargs)

@@ -225,14 +225,9 @@ def resolve_model(model: str | None, gguf: str | None) -> str:
     if gguf:
         if not os.path.isfile(gguf):
             raise CLIError(f"GGUF file not found: {gguf}")
-        from ..utils.gguf import DEFAULT_CACHE, gguf_to_checkpoint
+        from ..utils.gguf import gguf_checkpoint
 
-        cache = os.environ.get("OPTIMUM_FLAP_CACHE", DEFAULT_CACHE)
-        stem = os.path.splitext(os.path.basename(gguf))[0]
-        target = os.path.join(cache, "gguf", f"{stem}-{os.path.getsize(gguf)}")
-        if not os.path.isfile(os.path.join(target, "config.json")):
-            gguf_to_checkpoint(gguf, target)  # announces itself on stderr
-        return target
+        return gguf_checkpoint(gguf)  # keyed by the file's content
     assert model is not None
     if model.lower() == SMOLLM2_ALIAS:
         from ..utils.gguf import smollm2_checkpoint
@@ -273,6 +268,11 @@ def run_prune(args: argparse.Namespace) -> int:
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
+    from ..checkpoint.target import check_apart
+
+    check_apart(args.output, {"--model": model_path}, "--output")  # even with --overwrite
+    if args.offload_folder:
+        check_apart(args.offload_folder, {"--model": model_path}, "--offload-folder")
 
     from ..engine.distributed import init_from_environment
     from ..pruner import FlapPruner

@@ -114,6 +114,14 @@ def run(args: argparse.Namespace) -> int:
         if resume is None:
             raise CLIError(f"--resume: no checkpoint-N directory in {checkpoint_dir}")
     model_path = resolve_model(args.model, None)
+    from ..checkpoint.target import check_apart, check_output_dir
+
+    check_output_dir(output, args.overwrite)  # the output rule of prune, before training
+    inputs = {"--model": model_path, "--teacher": config.teacher if isinstance(config.teacher, str) else None}
+    check_apart(output, inputs, "--output")  # even with --overwrite
+    check_apart(checkpoint_dir, inputs, "--checkpoint-dir")
+    if config.teacher_logits_cache is not None:
+        check_apart(config.teacher_logits_cache, inputs, "--teacher-logits-cache")
 
     import torch
     from transformers import AutoTokenizer
