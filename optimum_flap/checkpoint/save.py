@@ -51,6 +51,7 @@ from ..architectures import (
 from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
 from ..models import FLAP_CLASSES, register_for_saving
 from ..privacy import publishable_recipe
+from .finite import check_finite, finite_stream
 from .target import check_apart, check_output_dir, recover_swap, replace_directory
 
 #: config.json key naming which kind of checkpoint a directory holds
@@ -446,9 +447,11 @@ def save_pruned_model(
         tensors = iter_dispatched_state(model)
     try:
         if tensors is None:
+            for name, tensor in export.state_dict().items():
+                check_finite(name, tensor, "write the checkpoint")
             export.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
         else:
-            _save_streamed(export, staging, tensors, max_shard_size)
+            _save_streamed(export, staging, finite_stream(tensors, "write the checkpoint"), max_shard_size)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if model_card:

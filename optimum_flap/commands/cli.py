@@ -310,6 +310,9 @@ def _load_for_inference(args: argparse.Namespace, path: str) -> tuple[str, Any, 
 
     _status(f"loading {path} ({args.dtype})")
     model = load_pruned_model(path, dtype=_torch_dtype(args.dtype))
+    from ..checkpoint.finite import check_finite_model
+
+    check_finite_model(model, f"evaluate {path}")  # a NaN model would score "nan" and exit 0
     if args.device:
         model = model.to(args.device)
     return path, model.eval(), AutoTokenizer.from_pretrained(path, config=model.config)

@@ -237,6 +237,14 @@ def perplexity(
     finally:
         model.train(was_training)
     mean_nll = float(torch.cat(nlls).mean())
+    if not math.isfinite(mean_nll):  # NaN/inf logits: a number printed as "nan" would look like a result
+        from ..checkpoint.finite import NonFiniteError
+
+        raise NonFiniteError(
+            f"The model's mean next-token loss on {desc} is {mean_nll}: its logits are not finite, so there is "
+            "no perplexity. Allowed: a model with finite weights and activations; check its weights "
+            "(a NaN from training or float16 overflow) and evaluate in float32."
+        )
     return PerplexityResult(
         perplexity=math.exp(mean_nll),
         seq_len=seq_len,

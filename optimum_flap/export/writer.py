@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..architectures import UnsupportedArchitectureError, attention_geometry, get_architecture
+from ..checkpoint.finite import finite_stream
 from ..checkpoint.target import check_output_file
 from .outtypes import OUTTYPES, WRITER_TYPES
 from .tensors import GGUFExportError, LayerSizes, decoder_tensors, measure_layers, padded_width
@@ -177,7 +178,7 @@ def _write_file(path: Path, model: nn.Module, tokenizer: Any, outtype: str, pad_
     if factors is not None:
         writer.add_tensor("rope_freqs.weight", factors)
     with torch.no_grad():
-        for name, tensor in tqdm(list(tensors), desc="encoding tensors", leave=False):
+        for name, tensor in tqdm(list(finite_stream(tensors, "export GGUF")), desc="encoding tensors", leave=False):
             data, qtype = _encode(tensor, outtype)
             writer.add_tensor(name, data, raw_dtype=qtype if qtype != gguf.GGMLQuantizationType.F32 else None)
     writer.write_header_to_file()

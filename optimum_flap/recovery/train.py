@@ -21,13 +21,14 @@ import torch
 from torch import nn
 
 from ..architectures import get_architecture
+from ..checkpoint.finite import check_finite_model
 from ..data import load_calibration_ids
 from ..layout import LAYOUT_KEY
 from .configuration import RecoveryConfig
 from .distillation import check_same_tokenizer, load_teacher
 from .lora import adapted_modules, build_lora_config, lora_parameter_count, measure_importance, recorded_importance
 from .sparsity import apply_zero_masks, zero_masks
-from .teacher_cache import TeacherLogitsCache
+from .teacher_cache import TeacherLogitsCache, teacher_identity
 from .trainer import DistillationTrainer, HeldOutPerplexity, KeepZeros, StopOnNonFiniteLoss
 
 logger = logging.getLogger(__name__)
@@ -162,8 +163,10 @@ def recover(
         ValueError: the teacher does not share the student's tokenizer, or the teacher-logits cache holds
             other windows.
         NonFiniteLossError: the training loss became inf or NaN.
+        NonFiniteError: the model's weights are not finite, before or after training (nothing is saved).
     """
     arch = get_architecture(model)
+    check_finite_model(model, "recover the model")  # NaN weights train to NaN and would be saved
     num_samples = config.num_samples or (
         config.max_steps * config.batch_size * config.gradient_accumulation_steps * _world_size()
     )
@@ -203,6 +206,7 @@ def recover(
             if layout is not None and getattr(result_model.config, LAYOUT_KEY, None) is None:
                 setattr(result_model.config, LAYOUT_KEY, layout)
             setattr(result_model.config, RECOVERY_KEY, _recovery_record(config, ranks, trainer.state.global_step))
+        check_finite_model(result_model, "keep the recovered model")  # e.g. a learning rate too high
         if save_directory is not None:
             _save(trainer, result_model, trained, merged, tokenizer, save_directory, overwrite)
     return RecoveryResult(
@@ -253,7 +257,8 @@ def _distillation_teacher(model, tokenizer, config, ids, args):
     if isinstance(config.teacher, nn.Module):
         get_teacher()  # in memory anyway: check its vocabulary even when the cache is reused
     cache = TeacherLogitsCache.ensure(config.teacher_logits_cache, ids, config.distill_top_k, vocab, get_teacher,
-                                      batch_size=config.batch_size, device=args.device)
+                                      batch_size=config.batch_size, device=args.device,
+                                      teacher=teacher_identity(config.teacher))
     loaded.clear()  # the teacher is not needed while training
     return None, cache
 
