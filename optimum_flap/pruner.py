@@ -25,7 +25,7 @@ from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, prune
 from .checkpoint.save import source_directory as _source_directory
 from .checkpoint.target import check_apart
 from .configuration import FlapConfig
-from .data import load_calibration_ids
+from .data import check_positions, load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
 from .engine.activations import STORAGES, Storage
 from .engine.distributed import distributed_world, is_main_process, shard_for_rank
@@ -81,6 +81,8 @@ class FlapPruner:
         self.tokenizer: Any = None
         self.report: PruningReport | None = None
         self.layout: PruningLayout | None = None
+        #: (samples, tokens) of the calibration batch the last prune ran on (None: no calibration)
+        self._calibrated_shape: tuple[int, int] | None = None
 
     @classmethod
     def from_pretrained(
@@ -185,7 +187,7 @@ class FlapPruner:
         if kind == "structured":  # a mask plan keeps every shape: there is no layout to record
             heads, kv_heads, _ = attention_geometry(model.config)
             layout = record_layout(model, arch, _relative_to_dense(plans, previous), heads // kv_heads)
-        setattr(model.config, RECIPE_KEY, config.to_dict())
+        setattr(model.config, RECIPE_KEY, _recipe_as_run(config, self._calibrated_shape))
         if kind == "mask" or not physical:
             record_sparsity(model, arch)
         decoder_after = kept_parameters(model, arch, physical)
@@ -213,6 +215,7 @@ class FlapPruner:
         Returns the plan's kind ("structured" or "mask") and its layer plans.
         """
         config = self.config
+        self._calibrated_shape = None
         method_class = get_method_class(config.method)
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
@@ -231,6 +234,8 @@ class FlapPruner:
         if method.needs_calibration():
             ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed,
                                        vocab_size=model.config.vocab_size)
+            check_positions(model.config, ids.shape[1], "calibration seq_len")
+            self._calibrated_shape = (int(ids.shape[0]), int(ids.shape[1]))  # token ids: not the config's
             ids = shard_for_rank(ids, rank, world_size)
         streamed = self.streamed is not None and model is self.streamed.model
         pipeline = CalibrationPipeline(
@@ -293,6 +298,14 @@ class FlapPruner:
         from .recovery import recover
 
         return recover(model, tokenizer, recovery_config, **kwargs).model
+
+
+def _recipe_as_run(config: FlapConfig, calibrated_shape: tuple[int, int] | None) -> dict[str, Any]:
+    """The recipe to record: pre-tokenized ids set num_samples and seq_len by their shape, not the config's."""
+    recipe = config.to_dict()
+    if calibrated_shape is not None:
+        recipe["num_samples"], recipe["seq_len"] = calibrated_shape
+    return recipe
 
 
 def _keep_heads_where_required(model: nn.Module, arch, config: FlapConfig) -> FlapConfig:

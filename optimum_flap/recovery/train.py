@@ -22,8 +22,9 @@ from torch import nn
 
 from ..architectures import get_architecture
 from ..checkpoint.finite import check_finite_model
-from ..data import load_calibration_ids
+from ..data import check_positions, load_calibration_ids
 from ..layout import LAYOUT_KEY
+from ..privacy import publishable_dataset, publishable_model_name
 from .configuration import RecoveryConfig
 from .distillation import check_same_tokenizer, load_teacher
 from .lora import adapted_modules, build_lora_config, lora_parameter_count, measure_importance, recorded_importance
@@ -171,6 +172,7 @@ def recover(
         config.max_steps * config.batch_size * config.gradient_accumulation_steps * _world_size()
     )
     ids = load_calibration_ids(config.dataset, tokenizer, num_samples, config.seq_len, config.seed)
+    check_positions(model.config, ids.shape[1], "training seq_len")
     layout = getattr(model.config, LAYOUT_KEY, None)
     with contextlib.ExitStack() as stack:
         scratch = None if config.output_dir else stack.enter_context(tempfile.TemporaryDirectory(prefix="flap-"))
@@ -205,7 +207,8 @@ def recover(
             apply_zero_masks(result_model, masks)
             if layout is not None and getattr(result_model.config, LAYOUT_KEY, None) is None:
                 setattr(result_model.config, LAYOUT_KEY, layout)
-            setattr(result_model.config, RECOVERY_KEY, _recovery_record(config, ranks, trainer.state.global_step))
+            record = _recovery_record(config, ranks, trainer.state.global_step, tuple(ids.shape))
+            setattr(result_model.config, RECOVERY_KEY, record)
         check_finite_model(result_model, "keep the recovered model")  # e.g. a learning rate too high
         if save_directory is not None:
             _save(trainer, result_model, trained, merged, tokenizer, save_directory, overwrite)
@@ -274,12 +277,14 @@ def _trainer(model, args, dataset, callbacks, config, teacher):
     return Trainer(**common)
 
 
-def _recovery_record(config: RecoveryConfig, ranks: list[int], steps: int) -> dict[str, Any]:
-    """What `model.config.recovery` records about the run."""
+def _recovery_record(config: RecoveryConfig, ranks: list[int], steps: int,
+                     windows: tuple[int, ...]) -> dict[str, Any]:
+    """What `model.config.recovery` records about the run: publishable (no local path), and the windows'
+    `[num_samples, seq_len]` as they ran (pre-tokenized ids set them, not the config)."""
     record = {
         "method": config.finetuning, "objective": config.objective, "steps": int(steps),
-        "learning_rate": config.learning_rate, "seq_len": config.seq_len,
-        "dataset": config.dataset if isinstance(config.dataset, str) else "<in-memory>",
+        "learning_rate": config.learning_rate, "num_samples": int(windows[0]), "seq_len": int(windows[1]),
+        "dataset": publishable_dataset(config.dataset) if isinstance(config.dataset, str) else "<in-memory>",
         "train_biases": config.train_biases,
     }
     if config.finetuning == "lora":
@@ -287,7 +292,8 @@ def _recovery_record(config: RecoveryConfig, ranks: list[int], steps: int) -> di
     if config.objective == "distillation":
         record.update(distill_temperature=config.distill_temperature, distill_weight=config.distill_weight,
                       distill_top_k=config.distill_top_k,
-                      teacher=config.teacher if isinstance(config.teacher, str) else "<in-memory>")
+                      teacher=publishable_model_name(os.fspath(config.teacher))
+                      if isinstance(config.teacher, (str, os.PathLike)) else "<in-memory>")
     return record
 
 
