@@ -262,14 +262,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def run_prune(args: argparse.Namespace) -> int:
     """Load, calibrate, prune, save; print the report."""
     config = config_from_args(args)  # validates the recipe before anything is loaded
-    from ..checkpoint.target import check_output_dir
+    from ..checkpoint.target import check_apart, check_output_dir
 
+    check_apart(args.output, {"--model": args.model}, "--output")  # a local --model; Hub ids are skipped
     check_output_dir(args.output, args.overwrite)  # before the (long) pruning run, not after it
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
-    from ..checkpoint.target import check_apart
-
     check_apart(args.output, {"--model": model_path}, "--output")  # even with --overwrite
     if args.offload_folder:
         check_apart(args.offload_folder, {"--model": model_path}, "--offload-folder")

@@ -96,7 +96,8 @@ class TeacherLogitsCache:
         get_teacher: Callable[[], nn.Module],
         batch_size: int = 4,
         device: torch.device | str | None = None,
-        teacher: str = "unknown",
+        *,
+        teacher: str,
     ) -> TeacherLogitsCache:
         """Open the cache of `input_ids` in `directory`, computing it first (with `get_teacher()`) if absent.
 
