@@ -379,3 +379,50 @@ def test_recover_records_dataset_and_teacher_without_local_paths(tmp_path, calib
     assert record["teacher"] == "teacher-dir" and (record["num_samples"], record["seq_len"]) == (2, 16)
     assert str(tmp_path) not in text
     assert math.isfinite(json.loads(text)["recovery"]["learning_rate"])
+
+
+def test_zero_shot_of_a_nan_model_is_refused():
+    from optimum_flap.data_files import data_dir
+    from optimum_flap.evaluation.zero_shot import zero_shot
+
+    pytest.importorskip("lm_eval")
+    if not (data_dir() / "zeroshot").is_dir():
+        pytest.skip("shared zero-shot data not present")
+    with pytest.raises(NonFiniteError, match=r"Cannot evaluate zero-shot accuracy: tensor model\.layers\.1\."):
+        zero_shot(_nan_model(pruned=False), ckpt_tiny_tokenizer(), tasks=["boolq"], limit=2)
+
+
+def test_json_report_inside_the_model_directory_is_refused(dense, calib, capsys):
+    before = _hashes(dense)
+    status, err = _cli(["eval", "--model", dense, "--ppl-data", calib, "--seq-len", "16",
+                        "--json", dense / "config.json"], capsys)
+    assert status == 2 and "Refusing --json" in err and "is inside the --model directory" in err
+    assert _hashes(dense) == before
+
+
+def test_recover_checks_its_save_directory_before_training(tmp_path, calib):
+    from optimum_flap.recovery import RecoveryConfig, recover
+
+    source = tmp_path / "pruned"
+    save_pruned_model(ckpt_make_pruned(ckpt_tiny_model("llama"), LAYERS), source, tokenizer=ckpt_tiny_tokenizer())
+    before = _hashes(source)
+    config = RecoveryConfig(dataset=str(calib), seq_len=16, max_steps=1, batch_size=2,
+                            training_args={"use_cpu": True})
+    for merge in (True, False):  # the adapter-only save follows the same rule
+        with pytest.raises(OutputDirectoryError, match="it is the model directory"):
+            recover(load_pruned_model(source), ckpt_tiny_tokenizer(), config, save_directory=source,
+                    overwrite=True, merge=merge)
+    assert _hashes(source) == before
+
+
+def test_teacher_with_fewer_positions_than_the_training_windows_is_refused(tmp_path, calib):
+    from optimum_flap.recovery import RecoveryConfig, recover
+
+    teacher = _checkpoint(tmp_path / "teacher")
+    config = json.loads((teacher / "config.json").read_text())
+    (teacher / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8}))
+    recipe = RecoveryConfig(objective="distillation", teacher=str(teacher), dataset=str(calib), seq_len=16,
+                            max_steps=1, batch_size=2, training_args={"use_cpu": True})
+    with pytest.raises(CalibrationDataError, match=r"training seq_len \(the teacher's\)=16 exceeds the model's "
+                                                   r"max_position_embeddings=8"):
+        recover(ckpt_make_pruned(ckpt_tiny_model("llama"), LAYERS), ckpt_tiny_tokenizer(), recipe)

@@ -22,6 +22,8 @@ from torch import nn
 
 from ..architectures import get_architecture
 from ..checkpoint.finite import check_finite_model
+from ..checkpoint.save import source_directory
+from ..checkpoint.target import check_apart, check_output_dir
 from ..data import check_positions, load_calibration_ids
 from ..layout import LAYOUT_KEY
 from ..privacy import publishable_dataset, publishable_model_name
@@ -168,6 +170,9 @@ def recover(
     """
     arch = get_architecture(model)
     check_finite_model(model, "recover the model")  # NaN weights train to NaN and would be saved
+    if save_directory is not None:  # before training, not after it: the output rule and never the input
+        check_output_dir(save_directory, overwrite)
+        check_apart(save_directory, {"model": source_directory(model)}, "save_directory")
     num_samples = config.num_samples or (
         config.max_steps * config.batch_size * config.gradient_accumulation_steps * _world_size()
     )
@@ -251,6 +256,7 @@ def _distillation_teacher(model, tokenizer, config, ids, args):
         if "model" not in loaded:
             teacher, teacher_tokenizer = load_teacher(config.teacher)
             check_same_tokenizer(model, teacher, tokenizer, teacher_tokenizer)
+            check_positions(teacher.config, ids.shape[1], "training seq_len (the teacher's)")
             loaded["model"] = teacher
         return loaded["model"]
 
