@@ -104,7 +104,7 @@ def _sparsity_table(sparsity: list[dict[str, float]]) -> list[str]:
     return [
         "Per-layer sparsity (fraction of zero weights in each projection):",
         "",
-        "| layer | " + " | ".join(_text(m) for m in modules) + " |",
+        "| layer | " + " | ".join(f"`{m}`" for m in modules) + " |",  # module paths of our family specs
         "|---|" + "---|" * len(modules),
         *(f"| {i} | " + " | ".join(f"{layer[m]:.4f}" for m in modules) + " |" for i, layer in enumerate(sparsity)),
     ]
