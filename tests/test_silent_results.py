@@ -363,6 +363,14 @@ def test_model_card_escapes_user_supplied_strings(tmp_path):
     assert "[link](javascript" not in card and "\\[link\\]\\(javascript:alert\\(1\\)\\)" in card
     assert "`code`" not in card and "\\`code\\`" in card
     assert "base_model" not in card.split("---")[1]  # not a Hub id: no card metadata
+    # a local model directory with such a name: only its (escaped) name is published
+    directory = tmp_path / "dense\n---\n## Heading <b>x"
+    directory.mkdir()
+    save_pruned_model(ckpt_make_pruned(ckpt_tiny_model("llama"), LAYERS), tmp_path / "out2", base_model=str(directory))
+    card = (tmp_path / "out2" / "README.md").read_text()
+    assert card.splitlines().count("---") == 2 and "<b>" not in card
+    assert "version of dense --- ## Heading &lt;b&gt;x" in card
+    assert str(tmp_path) not in card
 
 
 def test_recover_records_dataset_and_teacher_without_local_paths(tmp_path, calib):
