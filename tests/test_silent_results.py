@@ -434,3 +434,12 @@ def test_teacher_with_fewer_positions_than_the_training_windows_is_refused(tmp_p
     with pytest.raises(CalibrationDataError, match=r"training seq_len \(the teacher's\)=16 exceeds the model's "
                                                    r"max_position_embeddings=8"):
         recover(ckpt_make_pruned(ckpt_tiny_model("llama"), LAYERS), ckpt_tiny_tokenizer(), recipe)
+
+
+def test_training_windows_longer_than_the_positions_are_refused(calib):
+    from optimum_flap.recovery import RecoveryConfig, recover
+
+    recipe = RecoveryConfig(dataset=str(calib), seq_len=300, max_steps=1, batch_size=2, training_args={"use_cpu": True})
+    with pytest.raises(CalibrationDataError, match=r"training seq_len=300 exceeds the model's "
+                                                   r"max_position_embeddings=256.*Use training seq_len <= 256"):
+        recover(ckpt_make_pruned(ckpt_tiny_model("llama"), LAYERS), ckpt_tiny_tokenizer(), recipe)
