@@ -443,3 +443,19 @@ def test_training_windows_longer_than_the_positions_are_refused(calib):
     with pytest.raises(CalibrationDataError, match=r"training seq_len=300 exceeds the model's "
                                                    r"max_position_embeddings=256.*Use training seq_len <= 256"):
         recover(ckpt_make_pruned(ckpt_tiny_model("llama"), LAYERS), ckpt_tiny_tokenizer(), recipe)
+
+
+def test_gguf_export_writes_a_different_lm_head_despite_the_tie_flag(tmp_path):
+    import gguf
+    from test_export_gguf import byte_level_tokenizer, with_vocab
+
+    from optimum_flap.export import to_gguf
+
+    tokenizer = byte_level_tokenizer()
+    model = with_vocab(ckpt_tiny_model("llama"), tokenizer)
+    model.config.tie_word_embeddings = True  # as transformers leaves it over a checkpoint storing another lm_head
+    assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
+    to_gguf(model, tmp_path / "m.gguf", outtype="f32", tokenizer=tokenizer)
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    written = next(t for t in reader.tensors if t.name == "output.weight")
+    assert torch.equal(torch.from_numpy(written.data.copy()).reshape(model.lm_head.weight.shape), model.lm_head.weight)
