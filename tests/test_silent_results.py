@@ -307,6 +307,9 @@ def test_output_file_rule_replaces_only_an_earlier_file_of_its_kind(tmp_path):
     earlier = tmp_path / "old.gguf"
     earlier.write_bytes(b"GGUF\x03\x00")
     assert check_output_file(earlier, True, b"GGUF", "GGUF") == earlier
+    # a new file inside the model directory replaces nothing (llama.cpp's converter writes there too)
+    new = tmp_path / "model.gguf"
+    assert check_output_file(new, False, b"GGUF", "GGUF", {"--model": tmp_path}) == new
 
 
 @pytest.mark.parametrize("where", ["same", "inside", "containing"])

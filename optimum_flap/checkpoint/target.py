@@ -7,11 +7,11 @@ model code shipped from `optimum_flap.models`; see `CHECKPOINT_FILE_PATTERNS`). 
 directory and its parents are never written to. Anything else is refused with the name of one file
 that would have been lost.
 
-Inputs. An output (a checkpoint directory, an exported file, an offload folder) never lies inside,
+Inputs. An output directory (a checkpoint, an offload folder, Trainer checkpoints) never lies inside,
 equals or contains a directory the run reads (`check_apart`): replacing it would delete the input
 before, or while, it is read. An output file (`check_output_file`) follows the overwrite rule of
 directories: `overwrite=True` replaces only an earlier file of the same kind (recognised by its
-leading bytes), never a directory or any other file.
+leading bytes), never a directory, a file of an input or any other file.
 
 Swap. A new checkpoint is written to a staging directory next to the target, so replacing an old
 one takes two renames: target -> backup, staging -> target. A journal file
@@ -121,12 +121,14 @@ def check_apart(output: str | os.PathLike, inputs: dict[str, str | os.PathLike |
 
 def check_output_file(path: str | os.PathLike, overwrite: bool, magic: bytes, kind: str,
                       inputs: dict[str, str | os.PathLike | None] | None = None) -> Path:
-    """The absolute target file of an export, after the output rule (module docstring) and `check_apart`.
+    """The absolute target file of an export, after the output rule of files (module docstring).
 
-    An existing file is replaced only with `overwrite` and only when it starts with `magic` (an earlier
-    `kind` file); a directory, an input's file or any other file is refused with `OutputDirectoryError`.
+    A new file may go anywhere, an input directory included (it replaces nothing). An existing file is
+    replaced only with `overwrite` and only when it starts with `magic` (an earlier `kind` file); one of
+    an input directory (`inputs`, as in `check_apart`), a directory or any other file is refused with
+    `OutputDirectoryError`.
     """
-    target = check_apart(path, inputs or {}, what=f"{kind} output")
+    target = Path(path).expanduser().absolute()
     if target.is_dir():
         example = target / f"model.{kind.lower()}"
         raise OutputDirectoryError(f"{kind} output {target} is a directory; give a file path, e.g. {example}.")
@@ -137,6 +139,7 @@ def check_output_file(path: str | os.PathLike, overwrite: bool, magic: bytes, ki
     with open(target, "rb") as f:
         head = f.read(len(magic))
     if head != magic:
+        check_apart(target, inputs or {}, what=f"{kind} output")  # a file of the model being read: say so
         raise OutputDirectoryError(
             f"Refusing to overwrite {target}: it is not a {kind} file (it does not start with {magic!r}), so it was "
             f"not written by an earlier export. overwrite replaces only a {kind} file; choose another path."

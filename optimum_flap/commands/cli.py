@@ -272,8 +272,8 @@ def run_prune(args: argparse.Namespace) -> int:
     check_apart(args.output, {"--model": model_path}, "--output")  # even with --overwrite
     if args.offload_folder:
         check_apart(args.offload_folder, {"--model": model_path}, "--offload-folder")
-    if args.json:
-        check_apart(args.json, {"--model": model_path}, "--json")  # e.g. <model>/config.json
+    if args.json and os.path.exists(args.json):  # an existing file of the model, e.g. <model>/config.json
+        check_apart(args.json, {"--model": model_path}, "--json")
 
     from ..engine.distributed import init_from_environment
     from ..pruner import FlapPruner
@@ -333,10 +333,10 @@ def _eval_tasks(names: Sequence[str]) -> list[str]:
 def run_eval(args: argparse.Namespace) -> int:
     """Perplexity and (optionally) zero-shot accuracy of one model; a table on stdout."""
     model_path = resolve_model(args.model, args.gguf)  # a mistyped path fails before the heavy imports
-    if args.json:
+    if args.json and os.path.exists(args.json):  # an existing file of the model, e.g. <model>/config.json
         from ..checkpoint.target import check_apart
 
-        check_apart(args.json, {"--model": model_path}, "--json")  # e.g. <model>/config.json
+        check_apart(args.json, {"--model": model_path}, "--json")
     tasks = _eval_tasks(args.tasks)
     skip_ppl = args.ppl_data.lower() == "none"
     if skip_ppl and not tasks:
@@ -385,7 +385,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
-    if args.json:
+    if args.json and os.path.exists(args.json):  # an existing file of an input, e.g. <model>/config.json
         from ..checkpoint.target import check_apart
 
         check_apart(args.json, {"--model": model_path, **{f"--pruned {d}": d for d in args.pruned}}, "--json")
