@@ -170,7 +170,7 @@ def recover(
     """
     arch = get_architecture(model)
     check_finite_model(model, "recover the model")  # NaN weights train to NaN and would be saved
-    if save_directory is not None:  # before training, not after it: the output rule and never the input
+    if save_directory is not None and int(os.environ.get("RANK", "0")) == 0:  # the saving rank, before training
         check_output_dir(save_directory, overwrite)
         check_apart(save_directory, {"model": source_directory(model)}, "save_directory")
     num_samples = config.num_samples or (
