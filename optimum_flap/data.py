@@ -120,6 +120,22 @@ def check_token_ids(ids: torch.Tensor, vocab_size: int, purpose: str = "calibrat
         )
 
 
+def check_positions(config: Any, length: int, what: str = "seq_len") -> None:
+    """Raise `CalibrationDataError` when `length` tokens do not fit the model's `max_position_embeddings`.
+
+    Positions beyond it were never trained (and rotary tables or learned position embeddings may not
+    cover them), so calibrating, evaluating or timing on longer sequences gives numbers of another
+    model. Every length a run feeds the model (calibration, training, perplexity windows, benchmark
+    prompts) is checked here; `what` names it in the message. A config without the field passes.
+    """
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and length > limit:
+        raise CalibrationDataError(
+            f"{what}={length} exceeds the model's max_position_embeddings={limit}; positions beyond it were "
+            f"never trained. Use {what} <= {limit}."
+        )
+
+
 def load_calibration_ids(
     dataset: str | Sequence[str] | Sequence[Sequence[int]] | torch.Tensor,
     tokenizer: Any,

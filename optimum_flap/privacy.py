@@ -58,6 +58,6 @@ def publishable_model_name(name_or_path: str | None) -> str | None:
     """A Hub id as is; a local model directory (or file) as its last path component."""
     if not name_or_path:
         return name_or_path
-    if _HUB_ID.match(name_or_path) and not os.path.exists(name_or_path):
+    if _HUB_ID.fullmatch(name_or_path) and not os.path.exists(name_or_path):
         return name_or_path
     return PurePath(os.path.normpath(os.path.expanduser(name_or_path))).name or name_or_path

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,8 +22,10 @@ from .architectures import (
     get_architecture,
 )
 from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
+from .checkpoint.save import source_directory as _source_directory
+from .checkpoint.target import check_apart
 from .configuration import FlapConfig
-from .data import load_calibration_ids
+from .data import check_positions, load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
 from .engine.activations import STORAGES, Storage
 from .engine.distributed import distributed_world, is_main_process, shard_for_rank
@@ -77,6 +81,8 @@ class FlapPruner:
         self.tokenizer: Any = None
         self.report: PruningReport | None = None
         self.layout: PruningLayout | None = None
+        #: (samples, tokens) of the calibration batch the last prune ran on (None: no calibration)
+        self._calibrated_shape: tuple[int, int] | None = None
 
     @classmethod
     def from_pretrained(
@@ -104,6 +110,8 @@ class FlapPruner:
         get_architecture(config_class.from_pretrained(model_name_or_path))
         pruner = cls(config, device=device, activations=activations)
         model_kwargs.setdefault("dtype", "auto")
+        if offload_folder is not None:  # block files must never land in the checkpoint being read
+            check_apart(offload_folder, {"model": model_name_or_path}, "offload_folder")
         rank, world_size = distributed_world()
         if offload_folder is not None and world_size > 1:  # ranks write the same files: one folder each
             offload_folder = os.path.join(offload_folder, f"rank{rank}")
@@ -125,9 +133,19 @@ class FlapPruner:
             pruner.streamed.load_non_block()
             pruner.model = pruner.streamed.model
         else:
-            if offload_folder is not None:
-                model_kwargs["offload_folder"] = offload_folder
-            pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
+            run_folder = None
+            if offload_folder is not None:  # a folder of this run only: weight files are named by tensor
+                from .streaming import run_offload_folder
+
+                run_folder = model_kwargs["offload_folder"] = str(run_offload_folder(offload_folder))
+            try:
+                pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
+            except BaseException:
+                if run_folder is not None:
+                    shutil.rmtree(run_folder, ignore_errors=True)
+                raise
+            if run_folder is not None:
+                weakref.finalize(pruner.model, shutil.rmtree, run_folder, True)
         # the model's config, so that config.json is not read again by the stock config class (see flap_common)
         pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, config=pruner.model.config)
         return pruner
@@ -143,6 +161,7 @@ class FlapPruner:
             raise RuntimeError("No model loaded: use FlapPruner.from_pretrained(...) or prune_model(model, tokenizer).")
         if save_directory is not None:
             check_output_dir(save_directory, save_kwargs.get("overwrite", False))
+            check_apart(save_directory, {"model": _source_directory(self.model)}, "save_directory")
         model = self.prune_model(self.model, self.tokenizer)
         if save_directory is not None:
             self.save_pretrained(save_directory, **save_kwargs)
@@ -168,7 +187,7 @@ class FlapPruner:
         if kind == "structured":  # a mask plan keeps every shape: there is no layout to record
             heads, kv_heads, _ = attention_geometry(model.config)
             layout = record_layout(model, arch, _relative_to_dense(plans, previous), heads // kv_heads)
-        setattr(model.config, RECIPE_KEY, config.to_dict())
+        setattr(model.config, RECIPE_KEY, _recipe_as_run(config, self._calibrated_shape))
         if kind == "mask" or not physical:
             record_sparsity(model, arch)
         decoder_after = kept_parameters(model, arch, physical)
@@ -196,6 +215,7 @@ class FlapPruner:
         Returns the plan's kind ("structured" or "mask") and its layer plans.
         """
         config = self.config
+        self._calibrated_shape = None
         method_class = get_method_class(config.method)
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
@@ -214,6 +234,8 @@ class FlapPruner:
         if method.needs_calibration():
             ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed,
                                        vocab_size=model.config.vocab_size)
+            check_positions(model.config, ids.shape[1], "calibration seq_len")
+            self._calibrated_shape = (int(ids.shape[0]), int(ids.shape[1]))  # token ids: not the config's
             ids = shard_for_rank(ids, rank, world_size)
         streamed = self.streamed is not None and model is self.streamed.model
         pipeline = CalibrationPipeline(
@@ -276,6 +298,14 @@ class FlapPruner:
         from .recovery import recover
 
         return recover(model, tokenizer, recovery_config, **kwargs).model
+
+
+def _recipe_as_run(config: FlapConfig, calibrated_shape: tuple[int, int] | None) -> dict[str, Any]:
+    """The recipe to record: pre-tokenized ids set num_samples and seq_len by their shape, not the config's."""
+    recipe = config.to_dict()
+    if calibrated_shape is not None:
+        recipe["num_samples"], recipe["seq_len"] = calibrated_shape
+    return recipe
 
 
 def _keep_heads_where_required(model: nn.Module, arch, config: FlapConfig) -> FlapConfig:

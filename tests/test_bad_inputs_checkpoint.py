@@ -316,7 +316,7 @@ def test_checkpoint_records_names_and_hashes_not_local_paths(tmp_path, model):
         assert str(tmp_path) not in text, name
     recipe = json.loads((target / "config.json").read_text())["pruning_config"]
     assert recipe["dataset"] == f"calib.txt@sha256:{hashlib.sha256(calib.read_bytes()).hexdigest()}"
-    assert "`dense-llama`" in (target / "README.md").read_text()
+    assert "dense-llama" in (target / "README.md").read_text()
     assert model.config.pruning_config["dataset"] == str(calib)  # the in-memory model is not changed
 
 

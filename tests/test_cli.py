@@ -120,7 +120,7 @@ def test_bad_arguments_exit_2_with_one_line(workspace, tmp_path):
         (["prune", "--gguf", "{root}/missing.gguf", "-o", "{out}"], "GGUF file not found"),
         (["prune", "--model", "{dense}", "--structure", "AL-MM", "-o", "{out}"], "remove_heads"),
         (["prune", "--model", "{dense}", "--dataset", "{root}/nope.txt", "-o", "{out}"], "dataset"),
-        (["prune", "--model", "{dense}", "--dataset", "{calib}", "-o", "{dense}"], "not empty"),
+        (["prune", "--model", "{dense}", "--dataset", "{calib}", "-o", "{dense}"], "it is the --model directory"),
         (["prune", "--model", "{root}", "-o", "{out}"], "no config.json"),
         (["prune", "--model", "{dense}", "--ratio", "abc", "-o", "{out}"], "invalid float value"),
         (["eval", "--model", "{dense}", "--tasks", "nosuchtask"], "unknown zero-shot task"),

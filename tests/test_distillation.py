@@ -18,6 +18,7 @@ from optimum_flap.recovery import (
     TokenWindows,
     check_same_tokenizer,
     recover,
+    teacher_identity,
     training_arguments,
 )
 
@@ -86,7 +87,8 @@ def test_loss_equals_hand_computed_kl(tmp_path, temperature, weight):
 def test_cache_and_in_memory_teacher_give_the_same_loss_and_training(tmp_path):
     teacher, student = pruned_pair("cfsp", "qwen3")
     ids = torch.tensor(TRAIN)
-    cache = TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher, batch_size=5)
+    cache = TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher, batch_size=5,
+                                      teacher=teacher_identity(teacher))
     metadata = json.loads((tmp_path / "cache" / "teacher_logits.json").read_text())
     assert metadata["bytes_per_token"] == 64 and len(cache) == 64
     values, indices = cache[7]
@@ -97,7 +99,8 @@ def test_cache_and_in_memory_teacher_give_the_same_loss_and_training(tmp_path):
     assert float(in_memory) > 0.1
     torch.testing.assert_close(from_cache, in_memory)
     # and the same training run: a reused cache does not need the teacher at all
-    assert TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: 1 / 0).metadata == metadata
+    assert TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: 1 / 0,
+                                     teacher=teacher_identity(teacher)).metadata == metadata
     runs = []
     for extra in ({}, {"teacher_logits_cache": str(tmp_path / "cache")}):
         config = recipe(tmp_path, teacher, distill_top_k=8, num_samples=64, **extra)
@@ -108,7 +111,8 @@ def test_cache_and_in_memory_teacher_give_the_same_loss_and_training(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(runs[1].model(ids[:2]).logits, runs[0].model(ids[:2]).logits)
     with pytest.raises(ValueError, match="holds logits of other training windows"):
-        TeacherLogitsCache.ensure(tmp_path / "cache", ids[:32], 8, 128, lambda: teacher)
+        TeacherLogitsCache.ensure(tmp_path / "cache", ids[:32], 8, 128, lambda: teacher,
+                                  teacher=teacher_identity(teacher))
 
 
 def test_distillation_brings_the_student_closer_to_the_teacher(tmp_path):

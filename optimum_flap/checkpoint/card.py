@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -56,9 +57,33 @@ def pruning_stats(model: nn.Module, plan: CheckpointPlan) -> dict[str, Any]:
 
 def _hub_id(base_model: str | None) -> str | None:
     """`base_model` if it looks like a Hub repo id (a local path is not valid card metadata)."""
-    if base_model and _HUB_ID.match(base_model) and not os.path.exists(base_model):
+    if base_model and _HUB_ID.fullmatch(base_model) and not os.path.exists(base_model):
         return base_model
     return None
+
+
+#: characters with a meaning in markdown inside a line (links, emphasis, code, tables); `<`, `>`, `&` are
+#: HTML-escaped, and line-start markers (`#`, `-`, `---`) cannot occur as every value is joined into one line
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()|~!])")
+
+
+def _text(value: Any) -> str:
+    """`value` as inert markdown text: one line (no heading, list or front matter can start), markdown
+    punctuation backslash-escaped, then `<`, `>`, `&` and quotes as HTML entities.
+
+    Every user-supplied string in the card (model and directory names, recipe values, config fields) goes
+    through here, or into a fenced block by `_fenced`: a card is published as is.
+    """
+    line = " ".join(str(value).split())
+    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", line), quote=True)
+
+
+def _fenced(language: str, body: str) -> list[str]:
+    """A fenced code block of `body` whose fence is longer than any run of backticks inside it (so it cannot
+    be closed early), as card lines."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"{fence}{language}", body, fence]
 
 
 def _size_table(plan: CheckpointPlan) -> list[str]:
@@ -79,7 +104,7 @@ def _sparsity_table(sparsity: list[dict[str, float]]) -> list[str]:
     return [
         "Per-layer sparsity (fraction of zero weights in each projection):",
         "",
-        "| layer | " + " | ".join(f"`{m}`" for m in modules) + " |",
+        "| layer | " + " | ".join(f"`{m}`" for m in modules) + " |",  # module paths of our family specs
         "|---|" + "---|" * len(modules),
         *(f"| {i} | " + " | ".join(f"{layer[m]:.4f}" for m in modules) + " |" for i, layer in enumerate(sparsity)),
     ]
@@ -120,26 +145,28 @@ def build_model_card(
         library_name="transformers",
         pipeline_tag="text-generation",
     )
-    name = repo_id or "path/to/this/checkpoint"
+    # a Python string literal in the snippets; no backtick, so it cannot close their fence
+    name = json.dumps(repo_id or "path/to/this/checkpoint").replace("`", "\\u0060")
     local_name = publishable_model_name(base_model)  # a local directory is named, its path is not published
-    source = f"[`{hub_base}`](https://huggingface.co/{hub_base})" if hub_base else f"`{local_name or 'a dense model'}`"
+    source = (f"[{_text(hub_base)}](https://huggingface.co/{hub_base})" if hub_base
+              else _text(local_name or "a dense model"))
     ratio = stats["achieved_ratio"]
     what = ("Weights were set to zero in place (the tensors keep their dense shapes);" if plan.sparsity is not None
             else "Attention heads and MLP channels were removed;")
     lines = [
-        f"# {repo_id.split('/')[-1] if repo_id else 'Pruned model'}",
+        f"# {_text(repo_id.split('/')[-1]) if repo_id else 'Pruned model'}",
         "",
         f"A {'sparse' if plan.sparsity is not None else 'structurally pruned'} version of {source} "
-        f"({family} architecture), produced with "
+        f"({_text(family)} architecture), produced with "
         "optimum-flap "
-        f"({recipe.get('method', 'flap')}, structure {recipe.get('structure', 'n/a')}). "
+        f"({_text(recipe.get('method', 'flap'))}, structure {_text(recipe.get('structure', 'n/a'))}). "
         f"{what} no weights were retrained.",
         "",
         "## Pruning results",
         "",
         "| | value |",
         "|---|---|",
-        f"| requested ratio | {recipe.get('pruning_ratio', 'n/a')} |",
+        f"| requested ratio | {_text(recipe.get('pruning_ratio', 'n/a'))} |",
         f"| achieved ratio (decoder linear parameters removed) | {ratio:.4f} |",
         f"| decoder linear parameters, dense | {stats['dense_decoder_linear_parameters']:,} |",
         f"| decoder linear parameters, pruned | {stats['pruned_decoder_linear_parameters']:,} |",
@@ -150,9 +177,7 @@ def build_model_card(
         "",
         "## Recipe",
         "",
-        "```json",
-        json.dumps(recipe, indent=2, sort_keys=True, default=str),
-        "```",
+        *_fenced("json", json.dumps(recipe, indent=2, sort_keys=True, default=str)),
         "",
         "## How to load",
         "",
@@ -165,8 +190,8 @@ def build_model_card(
             "```python",
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "",
-            f'model = AutoModelForCausalLM.from_pretrained("{name}", trust_remote_code=True)',
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")  # a stock tokenizer: no flag needed',
+            f'model = AutoModelForCausalLM.from_pretrained({name}, trust_remote_code=True)',
+            f'tokenizer = AutoTokenizer.from_pretrained({name})  # a stock tokenizer: no flag needed',
             "```",
             "",
             "or, with optimum-flap installed (its own classes, no flag):",
@@ -174,7 +199,7 @@ def build_model_card(
             "```python",
             "from optimum_flap import load_pruned_model",
             "",
-            f'model = load_pruned_model("{name}")',
+            f'model = load_pruned_model({name})',
             "```",
         ]
     else:
@@ -184,8 +209,8 @@ def build_model_card(
             "```python",
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
             "",
-            f'model = AutoModelForCausalLM.from_pretrained("{name}")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            f'model = AutoModelForCausalLM.from_pretrained({name})',
+            f'tokenizer = AutoTokenizer.from_pretrained({name})',
             "```",
         ]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"

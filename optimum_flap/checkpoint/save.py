@@ -51,7 +51,8 @@ from ..architectures import (
 from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
 from ..models import FLAP_CLASSES, register_for_saving
 from ..privacy import publishable_recipe
-from .target import check_output_dir, recover_swap, replace_directory
+from .finite import check_finite, finite_stream
+from .target import check_apart, check_output_dir, recover_swap, replace_directory
 
 #: config.json key naming which kind of checkpoint a directory holds
 FORMAT_KEY = "checkpoint_format"
@@ -249,6 +250,10 @@ def plan_checkpoint(model: nn.Module, checkpoint_format: str = "auto") -> Checkp
     dense = _dense_sizes(config)
     base = _base_config_dict(config)
     base["head_dim"] = measured.head_dim
+    if base.get("tie_word_embeddings"):  # a config that ties, over a different lm_head: save what is there
+        from ..streaming import shares_embeddings
+
+        base["tie_word_embeddings"] = shares_embeddings(model)
     extras = {
         LAYOUT_KEY: layout.to_dict(),
         RECIPE_KEY: publishable_recipe(copy.deepcopy(getattr(config, RECIPE_KEY, None))),  # no local paths
@@ -431,6 +436,7 @@ def save_pruned_model(
         The `CheckpointPlan` that was written (its `checkpoint_format` says which kind).
     """
     target = check_output_dir(save_directory, overwrite)
+    check_apart(target, {"model": source_directory(model)}, "save_directory")  # never replace the input
     plan = plan_checkpoint(model, checkpoint_format)
     export = _export_model(model, plan)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -441,9 +447,11 @@ def save_pruned_model(
         tensors = iter_dispatched_state(model)
     try:
         if tensors is None:
+            for name, tensor in export.state_dict().items():
+                check_finite(name, tensor, "write the checkpoint")
             export.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
         else:
-            _save_streamed(export, staging, tensors, max_shard_size)
+            _save_streamed(export, staging, finite_stream(tensors, "write the checkpoint"), max_shard_size)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         if model_card:
@@ -463,6 +471,12 @@ def save_pruned_model(
 
 def _name_or_path(model: nn.Module) -> str | None:
     return getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None) or None
+
+
+def source_directory(model: nn.Module) -> str | None:
+    """The local directory `model` was loaded from (a save must never replace it), or None."""
+    name = _name_or_path(model)
+    return name if name and os.path.isdir(name) else None
 
 
 def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs: Any) -> nn.Module:

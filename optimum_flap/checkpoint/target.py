@@ -7,6 +7,12 @@ model code shipped from `optimum_flap.models`; see `CHECKPOINT_FILE_PATTERNS`). 
 directory and its parents are never written to. Anything else is refused with the name of one file
 that would have been lost.
 
+Inputs. An output directory (a checkpoint, an offload folder, Trainer checkpoints) never lies inside,
+equals or contains a directory the run reads (`check_apart`): replacing it would delete the input
+before, or while, it is read. An output file (`check_output_file`) follows the overwrite rule of
+directories: `overwrite=True` replaces only an earlier file of the same kind (recognised by its
+leading bytes), never a directory, a file of an input or any other file.
+
 Swap. A new checkpoint is written to a staging directory next to the target, so replacing an old
 one takes two renames: target -> backup, staging -> target. A journal file
 `.<name>.swap.json` is written next to the target before the first rename and removed after the
@@ -87,6 +93,56 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise OutputDirectoryError(
             f"Refusing to overwrite {target}: {reason}. overwrite=True only replaces an empty directory or a "
             "checkpoint (config.json, weights, tokenizer and card files); move that file or choose another directory."
+        )
+    return target
+
+
+def check_apart(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None], what: str = "output") -> Path:
+    """The absolute `output`, after refusing one that equals, lies inside or contains an input directory.
+
+    `inputs` maps how the user named each input (e.g. "--model") to its path; None and Hub ids (paths
+    that do not exist locally) are skipped. Raises `OutputDirectoryError` naming both paths.
+    """
+    target = Path(output).expanduser().absolute()
+    resolved = target.resolve()
+    for name, source in inputs.items():
+        if source is None or not os.path.exists(source):
+            continue
+        source_path = Path(source).expanduser().resolve()
+        if resolved == source_path or source_path in resolved.parents or resolved in source_path.parents:
+            relation = ("is" if resolved == source_path else "is inside" if source_path in resolved.parents
+                        else "contains")
+            raise OutputDirectoryError(
+                f"Refusing {what} {target}: it {relation} the {name} directory {source_path}, which this run reads "
+                f"and would overwrite. Choose a {what} outside {source_path} (e.g. a sibling directory)."
+            )
+    return target
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool, magic: bytes, kind: str,
+                      inputs: dict[str, str | os.PathLike | None] | None = None) -> Path:
+    """The absolute target file of an export, after the output rule of files (module docstring).
+
+    A new file may go anywhere, an input directory included (it replaces nothing). An existing file is
+    replaced only with `overwrite` and only when it starts with `magic` (an earlier `kind` file); one of
+    an input directory (`inputs`, as in `check_apart`), a directory or any other file is refused with
+    `OutputDirectoryError`.
+    """
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        example = target / f"model.{kind.lower()}"
+        raise OutputDirectoryError(f"{kind} output {target} is a directory; give a file path, e.g. {example}.")
+    if not target.exists():
+        return target
+    if not overwrite:
+        raise OutputDirectoryError(f"{kind} output {target} exists; pass overwrite=True (--overwrite) to replace it.")
+    with open(target, "rb") as f:
+        head = f.read(len(magic))
+    if head != magic:
+        check_apart(target, inputs or {}, what=f"{kind} output")  # a file of the model being read: say so
+        raise OutputDirectoryError(
+            f"Refusing to overwrite {target}: it is not a {kind} file (it does not start with {magic!r}), so it was "
+            f"not written by an earlier export. overwrite replaces only a {kind} file; choose another path."
         )
     return target
 

@@ -225,14 +225,9 @@ def resolve_model(model: str | None, gguf: str | None) -> str:
     if gguf:
         if not os.path.isfile(gguf):
             raise CLIError(f"GGUF file not found: {gguf}")
-        from ..utils.gguf import DEFAULT_CACHE, gguf_to_checkpoint
+        from ..utils.gguf import gguf_checkpoint
 
-        cache = os.environ.get("OPTIMUM_FLAP_CACHE", DEFAULT_CACHE)
-        stem = os.path.splitext(os.path.basename(gguf))[0]
-        target = os.path.join(cache, "gguf", f"{stem}-{os.path.getsize(gguf)}")
-        if not os.path.isfile(os.path.join(target, "config.json")):
-            gguf_to_checkpoint(gguf, target)  # announces itself on stderr
-        return target
+        return gguf_checkpoint(gguf)  # keyed by the file's content
     assert model is not None
     if model.lower() == SMOLLM2_ALIAS:
         from ..utils.gguf import smollm2_checkpoint
@@ -267,12 +262,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
 def run_prune(args: argparse.Namespace) -> int:
     """Load, calibrate, prune, save; print the report."""
     config = config_from_args(args)  # validates the recipe before anything is loaded
-    from ..checkpoint.target import check_output_dir
+    from ..checkpoint.target import check_apart, check_output_dir
 
+    check_apart(args.output, {"--model": args.model}, "--output")  # a local --model; Hub ids are skipped
     check_output_dir(args.output, args.overwrite)  # before the (long) pruning run, not after it
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
+    check_apart(args.output, {"--model": model_path}, "--output")  # even with --overwrite
+    if args.offload_folder:
+        check_apart(args.offload_folder, {"--model": model_path}, "--offload-folder")
+    if args.json and os.path.exists(args.json):  # an existing file of the model, e.g. <model>/config.json
+        check_apart(args.json, {"--model": model_path}, "--json")
 
     from ..engine.distributed import init_from_environment
     from ..pruner import FlapPruner
@@ -310,6 +311,9 @@ def _load_for_inference(args: argparse.Namespace, path: str) -> tuple[str, Any, 
 
     _status(f"loading {path} ({args.dtype})")
     model = load_pruned_model(path, dtype=_torch_dtype(args.dtype))
+    from ..checkpoint.finite import check_finite_model
+
+    check_finite_model(model, f"evaluate {path}")  # a NaN model would score "nan" and exit 0
     if args.device:
         model = model.to(args.device)
     return path, model.eval(), AutoTokenizer.from_pretrained(path, config=model.config)
@@ -329,6 +333,10 @@ def _eval_tasks(names: Sequence[str]) -> list[str]:
 def run_eval(args: argparse.Namespace) -> int:
     """Perplexity and (optionally) zero-shot accuracy of one model; a table on stdout."""
     model_path = resolve_model(args.model, args.gguf)  # a mistyped path fails before the heavy imports
+    if args.json and os.path.exists(args.json):  # an existing file of the model, e.g. <model>/config.json
+        from ..checkpoint.target import check_apart
+
+        check_apart(args.json, {"--model": model_path}, "--json")
     tasks = _eval_tasks(args.tasks)
     skip_ppl = args.ppl_data.lower() == "none"
     if skip_ppl and not tasks:
@@ -377,6 +385,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
+    if args.json and os.path.exists(args.json):  # an existing file of an input, e.g. <model>/config.json
+        from ..checkpoint.target import check_apart
+
+        check_apart(args.json, {"--model": model_path, **{f"--pruned {d}": d for d in args.pruned}}, "--json")
     import torch
 
     from ..checkpoint import load_pruned_model

@@ -24,15 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then print the file, its llama.cpp architecture and size."""
+    from ..checkpoint.target import check_output_file
     from ..export import to_gguf
+    from ..export.writer import GGUF_MAGIC
     from .cli import CLIError, resolve_model
 
-    if os.path.exists(args.output) and not args.overwrite:
-        raise CLIError(f"--output {args.output} exists; pass --overwrite to replace it")
     model_dir = resolve_model(args.model, None)
     if not os.path.isdir(model_dir):
         raise CLIError(f"--model {args.model} is not a local checkpoint directory")
-    architecture = to_gguf(model_dir, args.output, outtype=args.outtype, pad_to=args.pad_to)
+    check_output_file(args.output, args.overwrite, GGUF_MAGIC, "GGUF", {"--model": model_dir})  # before loading
+    architecture = to_gguf(model_dir, args.output, outtype=args.outtype, pad_to=args.pad_to, overwrite=args.overwrite)
     size_mb = os.path.getsize(args.output) / 2**20
     print(f"wrote {args.output}: llama.cpp architecture {architecture}, {args.outtype}, {size_mb:.1f} MiB")
     return 0

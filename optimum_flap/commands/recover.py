@@ -99,9 +99,11 @@ def _config(args: argparse.Namespace, checkpoint_dir: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, load, recover, save; print how training went."""
+    from ..checkpoint.target import check_apart, check_output_dir
     from .cli import CLIError, resolve_model  # here, not at import: cli.py imports this module
 
     output = os.path.normpath(args.output)
+    check_apart(output, {"--model": args.model, "--teacher": args.teacher}, "--output")  # local paths as given
     if os.path.isdir(output) and os.listdir(output) and not args.overwrite:
         raise CLIError(f"--output {args.output} is not empty; pass --overwrite to replace it")
     checkpoint_dir = args.checkpoint_dir or f"{output}-checkpoints"
@@ -114,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
         if resume is None:
             raise CLIError(f"--resume: no checkpoint-N directory in {checkpoint_dir}")
     model_path = resolve_model(args.model, None)
+    check_output_dir(output, args.overwrite)  # the output rule of prune, before training
+    inputs = {"--model": model_path, "--teacher": config.teacher if isinstance(config.teacher, str) else None}
+    check_apart(output, inputs, "--output")  # even with --overwrite
+    check_apart(checkpoint_dir, inputs, "--checkpoint-dir")
+    if config.teacher_logits_cache is not None:
+        check_apart(config.teacher_logits_cache, inputs, "--teacher-logits-cache")
 
     import torch
     from transformers import AutoTokenizer

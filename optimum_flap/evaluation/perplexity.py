@@ -30,7 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..bos import added_bos_id, prepend_bos
-from ..data import check_token_ids, read_json_texts, read_text_file
+from ..data import check_positions, check_token_ids, read_json_texts, read_text_file
 from ..data_files import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
 
 #: Hub dataset and config used when the local WikiText-2 file is not available
@@ -147,12 +147,7 @@ def _check_settings(model: nn.Module, seq_len: int, max_windows: int | None, bat
         raise ValueError(
             f"seq_len={seq_len!r} is invalid; it must be an int >= 2 (one token of context, one to predict)."
         )
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if _is_count(limit) and seq_len > limit:
-        raise ValueError(
-            f"seq_len={seq_len} exceeds the model's max_position_embeddings={limit}; positions beyond it were "
-            f"never trained. Use seq_len <= {limit}."
-        )
+    check_positions(getattr(model, "config", None), seq_len, "seq_len")
     if max_windows is not None and (not _is_count(max_windows) or max_windows < 1):
         raise ValueError(f"max_windows={max_windows!r} is invalid; it must be None (all windows) or an int >= 1.")
     if not _is_count(batch_size) or batch_size < 1:
@@ -237,6 +232,14 @@ def perplexity(
     finally:
         model.train(was_training)
     mean_nll = float(torch.cat(nlls).mean())
+    if not math.isfinite(mean_nll):  # NaN/inf logits: a number printed as "nan" would look like a result
+        from ..checkpoint.finite import NonFiniteError
+
+        raise NonFiniteError(
+            f"The model's mean next-token loss on {desc} is {mean_nll}: its logits are not finite, so there is "
+            "no perplexity. Allowed: a model with finite weights and activations; check its weights "
+            "(a NaN from training or float16 overflow) and evaluate in float32."
+        )
     return PerplexityResult(
         perplexity=math.exp(mean_nll),
         seq_len=seq_len,

@@ -295,6 +295,9 @@ def speed(
     """
     if prompt_len < 1 or new_tokens < 1 or repeats < 1 or warmup < 0:
         raise ValueError("need prompt_len >= 1, new_tokens >= 1, repeats >= 1, warmup >= 0")
+    from ..data import check_positions
+
+    check_positions(getattr(model, "config", None), prompt_len + new_tokens, "prompt_len + new_tokens")
     device = _model_device(model)
     vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 32000)
     prompt = _prompt_ids(tokenizer, prompt_len, vocab, seed).to(device)

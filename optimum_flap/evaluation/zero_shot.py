@@ -142,6 +142,9 @@ def zero_shot(
     if not names:
         raise ValueError("no tasks given")
     root = _check_files(names, data_dir)
+    from ..checkpoint.finite import check_finite_model
+
+    check_finite_model(model, "evaluate zero-shot accuracy")  # NaN logits would still rank answers
 
     was_training = model.training
     model.eval()

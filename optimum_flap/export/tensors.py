@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..architectures import DecoderArchitecture, attention_geometry
+from ..streaming import shares_embeddings
 
 
 class GGUFExportError(ValueError):
@@ -127,5 +128,5 @@ def decoder_tensors(model: nn.Module, arch: DecoderArchitecture, sizes: list[Lay
         if bias is not None:
             yield f"{prefix}.ffn_down.bias", bias
     yield "output_norm.weight", base.norm.weight.detach()
-    if not model.config.tie_word_embeddings:
+    if not shares_embeddings(model):  # a config that ties but a different stored lm_head: write it
         yield "output.weight", model.get_output_embeddings().weight.detach()

@@ -27,6 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..architectures import UnsupportedArchitectureError, attention_geometry, get_architecture
+from ..checkpoint.finite import finite_stream
+from ..checkpoint.target import check_output_file
 from .outtypes import OUTTYPES, WRITER_TYPES
 from .tensors import GGUFExportError, LayerSizes, decoder_tensors, measure_layers, padded_width
 from .tokenizer import add_tokenizer
@@ -44,6 +46,8 @@ REFUSED_FAMILIES = {
              "per-layer widths (deci) has no such norms, so a pruned Qwen3 would load and compute something else",
     "gemma": "Gemma's (1 + weight) norms and scaled embeddings have no llama.cpp architecture with per-layer widths",
 }
+#: the first bytes of every GGUF file: what `overwrite` may replace
+GGUF_MAGIC = b"GGUF"
 Q8_BLOCK = 32  # elements per Q8_0 block (one scale per block)
 
 
@@ -174,7 +178,7 @@ def _write_file(path: Path, model: nn.Module, tokenizer: Any, outtype: str, pad_
     if factors is not None:
         writer.add_tensor("rope_freqs.weight", factors)
     with torch.no_grad():
-        for name, tensor in tqdm(list(tensors), desc="encoding tensors", leave=False):
+        for name, tensor in tqdm(list(finite_stream(tensors, "export GGUF")), desc="encoding tensors", leave=False):
             data, qtype = _encode(tensor, outtype)
             writer.add_tensor(name, data, raw_dtype=qtype if qtype != gguf.GGMLQuantizationType.F32 else None)
     writer.write_header_to_file()
@@ -199,14 +203,16 @@ def _quantize(source: Path, target: Path, outtype: str) -> None:
 
 
 def to_gguf(model_or_dir: nn.Module | str | os.PathLike, path: str | os.PathLike, outtype: str = "f16",
-            pad_to: int = 32, tokenizer: Any = None) -> str:
+            pad_to: int = 32, tokenizer: Any = None, overwrite: bool = False) -> str:
     """Write a dense or pruned Llama / Mistral / Qwen2 model, its tokenizer and chat template to one GGUF file.
 
     `model_or_dir` is a loaded model or a checkpoint directory (either checkpoint kind). FFN widths are
     zero-padded to a multiple of `pad_to` (exact; 1 turns it off) so every matrix quantises. `outtype`:
     f32, f16, bf16 and q8_0 are written directly; q4_0, q4_k_m, ... come from llama.cpp's quantiser and need
-    llama-cpp-python. The file is written atomically. Returns the llama.cpp architecture written
-    (`llama`, `qwen2` or `deci`).
+    llama-cpp-python. The file is written atomically. An existing `path` is replaced only with
+    `overwrite` and only when it is a GGUF file outside the model's directory (`check_output_file`):
+    never a directory, a weights file or anything else. Non-finite weights are refused
+    (`NonFiniteError`). Returns the llama.cpp architecture written (`llama`, `qwen2` or `deci`).
     """
     if outtype not in OUTTYPES:
         raise GGUFExportError(f"outtype={outtype!r}; allowed: {', '.join(OUTTYPES)}")
@@ -215,6 +221,12 @@ def to_gguf(model_or_dir: nn.Module | str | os.PathLike, path: str | os.PathLike
     target = Path(path)
     if not target.parent.is_dir():
         raise GGUFExportError(f"cannot write {target}: directory {target.parent} does not exist")
+    source = None if isinstance(model_or_dir, nn.Module) else os.fspath(model_or_dir)
+    if source is None:
+        from ..checkpoint.save import source_directory
+
+        source = source_directory(model_or_dir)
+    check_output_file(target, overwrite, GGUF_MAGIC, "GGUF", {"model": source})
     model, tokenizer = _load(model_or_dir, tokenizer)
     handle, staging_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(handle)

@@ -26,7 +26,7 @@ class NonFiniteError(ValueError):
     """A weight, a calibration statistic or a score is NaN or infinite; pruning would be silently wrong."""
 
 
-def _bad(values: torch.Tensor) -> str | None:
+def non_finite_summary(values: torch.Tensor) -> str | None:
     """'3 NaN and 1 inf of 96 values' for a tensor that is not all finite, else None."""
     if values.device.type == "meta" or bool(torch.isfinite(values).all()):
         return None
@@ -48,7 +48,7 @@ def check_finite_block(
     """
     prefix = f"{layers_path}.{block.index}"
     for name, param in block.module.named_parameters():
-        problem = _bad(param.detach())
+        problem = non_finite_summary(param.detach())
         if problem:
             raise NonFiniteError(
                 f"Layer {block.index}: weight {prefix}.{name} ({param.dtype}) holds {problem}; the model is "
@@ -58,7 +58,7 @@ def check_finite_block(
     for path, stats in statistics.items():
         if stats is None:
             continue
-        problem = _bad(stats.mean_square) or _bad(stats.variance)
+        problem = non_finite_summary(stats.mean_square) or non_finite_summary(stats.variance)
         if problem:
             raise NonFiniteError(
                 f"Layer {block.index}: the calibration inputs of {prefix}.{path} are not finite ({problem} "
@@ -66,7 +66,7 @@ def check_finite_block(
                 f"{_ACTIVATION_REMEDY}."
             )
     for path, values in scores.items():
-        problem = _bad(values)
+        problem = non_finite_summary(values)
         if problem:
             raise NonFiniteError(
                 f"Layer {block.index}: the importance scores of {prefix}.{path} hold {problem} (finite weights and "

@@ -30,6 +30,7 @@ _EXPORTS = {
     "apply_zero_masks": ".sparsity",
     "zero_masks": ".sparsity",
     "TeacherLogitsCache": ".teacher_cache",
+    "teacher_identity": ".teacher_cache",
     "RECOVERY_KEY": ".train",
     "RecoveryResult": ".train",
     "TokenWindows": ".train",

@@ -5,8 +5,9 @@ the student trains. Each shard is a safetensors file of `SHARD_SEQUENCES` window
 (float32, `[n, seq_len - 1, k]`) and `indices` (int32, same shape): 8 bytes per token per k, e.g. k = 64
 costs 512 bytes a token, 210 MB for 800 steps x 4 windows x 128 tokens (the full distribution of a
 49,152-token vocabulary would cost 196 KB a token). A metadata file written last records the fingerprint
-of the windows (a SHA-256 of their token ids), k and the vocabulary size: a cache is reused only for
-exactly the same windows and k, and refused otherwise.
+of the windows (a SHA-256 of their token ids), k, the vocabulary size and the teacher (`teacher_identity`:
+a SHA-256 of its weights): a cache is reused only for exactly the same windows, k and teacher, and
+refused otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..checkpoint.finite import check_finite
 from .distillation import teacher_logits, teacher_targets
 
 METADATA_FILE = "teacher_logits.json"
@@ -36,6 +38,32 @@ def fingerprint(input_ids: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def teacher_identity(teacher: str | os.PathLike | nn.Module) -> str:
+    """A SHA-256 naming the teacher's weights, so that a cache built for one teacher is not reused for another.
+
+    A local checkpoint directory: the digest of its config.json and weight files' contents (names and
+    bytes). A model in memory: the digest of its state dict (names, dtypes, shapes, bytes). Anything else
+    (a Hub id): the id itself, as given.
+    """
+    from ..privacy import file_sha256
+
+    digest = hashlib.sha256()
+    if isinstance(teacher, nn.Module):
+        for name, tensor in teacher.state_dict().items():
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+    directory = Path(teacher).expanduser()
+    if not directory.is_dir():
+        return f"id:{os.fspath(teacher)}"
+    patterns = ("config.json", "*.safetensors", "pytorch_model*.bin")
+    files = sorted(p for pattern in patterns for p in directory.glob(pattern))
+    for file in files:
+        digest.update(f"{file.name}:{file_sha256(file)}".encode())
+    return digest.hexdigest()
+
+
 class TeacherLogitsCache:
     """Read access to a complete cache directory: `cache[i]` is window i's `(values, indices)`."""
 
@@ -46,6 +74,9 @@ class TeacherLogitsCache:
         with open(self.directory / METADATA_FILE, encoding="utf-8") as f:
             self.metadata = json.load(f)
         self._shards = [safe_open(str(self.directory / name), framework="pt") for name in self.metadata["shards"]]
+        for name, handle in zip(self.metadata["shards"], self._shards):  # a NaN target trains a NaN model
+            check_finite(f"values of {self.directory / name}", handle.get_tensor("values"),
+                         "use the teacher-logits cache (delete it to recompute)")
 
     def __len__(self) -> int:
         return int(self.metadata["num_sequences"])
@@ -65,14 +96,18 @@ class TeacherLogitsCache:
         get_teacher: Callable[[], nn.Module],
         batch_size: int = 4,
         device: torch.device | str | None = None,
+        *,
+        teacher: str,
     ) -> TeacherLogitsCache:
         """Open the cache of `input_ids` in `directory`, computing it first (with `get_teacher()`) if absent.
 
-        Raises `ValueError` when `directory` holds a cache of other windows, another k or another vocabulary.
+        `teacher` is the `teacher_identity` of the teacher that `get_teacher()` returns. Raises `ValueError`
+        when `directory` holds a cache of other windows, another k, another vocabulary or another teacher.
         """
         directory = Path(directory)
         expected = {"fingerprint": fingerprint(input_ids), "top_k": int(top_k), "vocab_size": int(vocab_size),
-                    "num_sequences": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1])}
+                    "num_sequences": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
+                    "teacher": teacher}
         meta_path = directory / METADATA_FILE
         if meta_path.is_file():
             with open(meta_path, encoding="utf-8") as f:
@@ -102,6 +137,8 @@ class TeacherLogitsCache:
                 stop = min(start + batch_size, shard_start + SHARD_SEQUENCES, input_ids.shape[0])
                 logits = teacher_logits(teacher, input_ids[start:stop].to(device))
                 top_values, top_indices = teacher_targets(logits, top_k)
+                check_finite(f"the teacher's logits of windows {start}..{stop - 1}", top_values,
+                             "write the teacher-logits cache")
                 values.append(top_values.cpu())
                 indices.append(top_indices.cpu() if top_indices is not None else
                                torch.arange(logits.shape[-1], dtype=torch.int32).expand_as(logits).clone())

@@ -21,13 +21,17 @@ import torch
 from torch import nn
 
 from ..architectures import get_architecture
-from ..data import load_calibration_ids
+from ..checkpoint.finite import check_finite_model
+from ..checkpoint.save import source_directory
+from ..checkpoint.target import check_apart, check_output_dir
+from ..data import check_positions, load_calibration_ids
 from ..layout import LAYOUT_KEY
+from ..privacy import publishable_dataset, publishable_model_name
 from .configuration import RecoveryConfig
 from .distillation import check_same_tokenizer, load_teacher
 from .lora import adapted_modules, build_lora_config, lora_parameter_count, measure_importance, recorded_importance
 from .sparsity import apply_zero_masks, zero_masks
-from .teacher_cache import TeacherLogitsCache
+from .teacher_cache import TeacherLogitsCache, teacher_identity
 from .trainer import DistillationTrainer, HeldOutPerplexity, KeepZeros, StopOnNonFiniteLoss
 
 logger = logging.getLogger(__name__)
@@ -165,12 +169,18 @@ def recover(
         ValueError: the teacher does not share the student's tokenizer, or the teacher-logits cache holds
             other windows.
         NonFiniteLossError: the training loss became inf or NaN.
+        NonFiniteError: the model's weights are not finite, before or after training (nothing is saved).
     """
     arch = get_architecture(model)
+    check_finite_model(model, "recover the model")  # NaN weights train to NaN and would be saved
+    if save_directory is not None and int(os.environ.get("RANK", "0")) == 0:  # the saving rank, before training
+        check_output_dir(save_directory, overwrite)
+        check_apart(save_directory, {"model": source_directory(model)}, "save_directory")
     num_samples = config.num_samples or (
         config.max_steps * config.batch_size * config.gradient_accumulation_steps * _world_size()
     )
     ids = load_calibration_ids(config.dataset, tokenizer, num_samples, config.seq_len, config.seed)
+    check_positions(model.config, ids.shape[1], "training seq_len")
     layout = getattr(model.config, LAYOUT_KEY, None)
     with contextlib.ExitStack() as stack:
         scratch = None if config.output_dir else stack.enter_context(tempfile.TemporaryDirectory(prefix="flap-"))
@@ -206,7 +216,9 @@ def recover(
             apply_zero_masks(result_model, masks)
             if layout is not None and getattr(result_model.config, LAYOUT_KEY, None) is None:
                 setattr(result_model.config, LAYOUT_KEY, layout)
-            setattr(result_model.config, RECOVERY_KEY, _recovery_record(config, ranks, trainer.state.global_step))
+            record = _recovery_record(config, ranks, trainer.state.global_step, tuple(ids.shape))
+            setattr(result_model.config, RECOVERY_KEY, record)
+        check_finite_model(result_model, "keep the recovered model")  # e.g. a learning rate too high
         if save_directory is not None:
             _save(trainer, result_model, trained, merged, tokenizer, save_directory, overwrite)
     return RecoveryResult(
@@ -248,6 +260,7 @@ def _distillation_teacher(model, tokenizer, config, ids, args):
         if "model" not in loaded:
             teacher, teacher_tokenizer = load_teacher(config.teacher)
             check_same_tokenizer(model, teacher, tokenizer, teacher_tokenizer)
+            check_positions(teacher.config, ids.shape[1], "training seq_len (the teacher's)")
             loaded["model"] = teacher
         return loaded["model"]
 
@@ -257,7 +270,8 @@ def _distillation_teacher(model, tokenizer, config, ids, args):
     if isinstance(config.teacher, nn.Module):
         get_teacher()  # in memory anyway: check its vocabulary even when the cache is reused
     cache = TeacherLogitsCache.ensure(config.teacher_logits_cache, ids, config.distill_top_k, vocab, get_teacher,
-                                      batch_size=config.batch_size, device=args.device)
+                                      batch_size=config.batch_size, device=args.device,
+                                      teacher=teacher_identity(config.teacher))
     loaded.clear()  # the teacher is not needed while training
     return None, cache
 
@@ -273,12 +287,14 @@ def _trainer(model, args, dataset, callbacks, config, teacher):
     return Trainer(**common)
 
 
-def _recovery_record(config: RecoveryConfig, ranks: list[int], steps: int) -> dict[str, Any]:
-    """What `model.config.recovery` records about the run."""
+def _recovery_record(config: RecoveryConfig, ranks: list[int], steps: int,
+                     windows: tuple[int, ...]) -> dict[str, Any]:
+    """What `model.config.recovery` records about the run: publishable (no local path), and the windows'
+    `[num_samples, seq_len]` as they ran (pre-tokenized ids set them, not the config)."""
     record = {
         "method": config.finetuning, "objective": config.objective, "steps": int(steps),
-        "learning_rate": config.learning_rate, "seq_len": config.seq_len,
-        "dataset": config.dataset if isinstance(config.dataset, str) else "<in-memory>",
+        "learning_rate": config.learning_rate, "num_samples": int(windows[0]), "seq_len": int(windows[1]),
+        "dataset": publishable_dataset(config.dataset) if isinstance(config.dataset, str) else "<in-memory>",
         "train_biases": config.train_biases,
     }
     if config.finetuning == "lora":
@@ -286,7 +302,8 @@ def _recovery_record(config: RecoveryConfig, ranks: list[int], steps: int) -> di
     if config.objective == "distillation":
         record.update(distill_temperature=config.distill_temperature, distill_weight=config.distill_weight,
                       distill_top_k=config.distill_top_k,
-                      teacher=config.teacher if isinstance(config.teacher, str) else "<in-memory>")
+                      teacher=publishable_model_name(os.fspath(config.teacher))
+                      if isinstance(config.teacher, (str, os.PathLike)) else "<in-memory>")
     return record
 
 

@@ -62,10 +62,14 @@ class DistillationTrainer(Trainer):
 
 
 class StopOnNonFiniteLoss(TrainerCallback):
-    """Raise `NonFiniteLossError` as soon as a logged training loss or gradient norm is inf or NaN."""
+    """Raise `NonFiniteLossError` as soon as a logged training loss or gradient norm is inf or NaN.
+
+    `train_loss` (the run's mean, logged once at the end) is checked too: a run shorter than
+    `logging_steps` logs nothing else.
+    """
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in ("loss", "grad_norm"):
+        for key in ("loss", "grad_norm", "train_loss"):
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(float(value)):
                 raise NonFiniteLossError(

@@ -1,6 +1,13 @@
 """Pruning models larger than memory: read a checkpoint block by block and write one shard by shard."""
 
-from .checkpoint_reader import StreamedCheckpoint, checkpoint_weight_map, find_block_list, tied_weight_names
+from .checkpoint_reader import (
+    StreamedCheckpoint,
+    checkpoint_weight_map,
+    find_block_list,
+    run_offload_folder,
+    shares_embeddings,
+    tied_weight_names,
+)
 from .checkpoint_writer import write_sharded_checkpoint
 from .dispatched import iter_dispatched_state, onloaded
 
@@ -10,6 +17,8 @@ __all__ = [
     "find_block_list",
     "iter_dispatched_state",
     "onloaded",
+    "run_offload_folder",
+    "shares_embeddings",
     "tied_weight_names",
     "write_sharded_checkpoint",
 ]

