@@ -55,6 +55,7 @@ from optimum_flap.evaluation.perplexity import perplexity
 from optimum_flap.evaluation.zero_shot import zero_shot
 from optimum_flap.methods.registry import registered_methods
 from optimum_flap.recovery import TeacherLogitsCache, recover
+from optimum_flap.recovery.teacher_cache import teacher_identity
 
 DATA = str(data_dir())
 VARIANTS = {
@@ -408,7 +409,7 @@ def run_probes(args, dense_dir, tokenizer, dense, pruned_model, train_docs) -> l
         ids = load_calibration_ids(train_docs, tokenizer, args.probe_steps * args.batch, args.seq_len, 1)
         start = time.perf_counter()
         cache = TeacherLogitsCache.ensure(cache_dir, ids, args.cache_top_k, dense.config.vocab_size, lambda: dense,
-                                          batch_size=args.batch)
+                                          batch_size=args.batch, teacher=teacher_identity(dense_dir))
         build_seconds = time.perf_counter() - start
         cache_mb = sum(os.path.getsize(os.path.join(cache_dir, n)) for n in cache.metadata["shards"]) / 2**20
         modes = [("language-modeling", {}), ("distillation, teacher in memory", {"distill_top_k": args.cache_top_k}),
