@@ -1,6 +1,13 @@
 """Pruning models larger than memory: read a checkpoint block by block and write one shard by shard."""
 
-from .checkpoint_reader import StreamedCheckpoint, checkpoint_weight_map, find_block_list, tied_weight_names
+from .access import materialised_layers
+from .checkpoint_reader import (
+    StreamedCheckpoint,
+    checkpoint_weight_map,
+    find_block_list,
+    streamed_checkpoint_of,
+    tied_weight_names,
+)
 from .checkpoint_writer import write_sharded_checkpoint
 from .dispatched import iter_dispatched_state, onloaded
 
@@ -9,7 +16,9 @@ __all__ = [
     "checkpoint_weight_map",
     "find_block_list",
     "iter_dispatched_state",
+    "materialised_layers",
     "onloaded",
+    "streamed_checkpoint_of",
     "tied_weight_names",
     "write_sharded_checkpoint",
 ]

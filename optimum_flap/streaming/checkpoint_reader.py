@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,6 +31,14 @@ from ..utils.memory import return_freed_memory
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+
+#: skeleton model -> the checkpoint streaming it, so code given only the model can read its weights
+_STREAMING: weakref.WeakKeyDictionary[nn.Module, StreamedCheckpoint] = weakref.WeakKeyDictionary()
+
+
+def streamed_checkpoint_of(model: nn.Module) -> StreamedCheckpoint | None:
+    """The `StreamedCheckpoint` whose skeleton `model` is, or None for a model that holds its weights."""
+    return _STREAMING.get(model)
 
 
 def checkpoint_weight_map(path: str | os.PathLike) -> dict[str, Path]:
@@ -100,11 +109,19 @@ class StreamedCheckpoint:
         self.offload_folder = Path(offload_folder) if offload_folder is not None else None
         self._offloaded: dict[str, Path] = {}  # tensor name -> the offload file holding its current value
         self._offload_writes = 0
-        model_config = model_config if model_config is not None else AutoConfig.from_pretrained(self.path)
+        from ..checkpoint import pruned_model_class
+
+        # a pruned checkpoint keeps the stock model_type: its per-layer sizes need our class, as in memory
+        model_class = pruned_model_class(self.path)
+        if model_config is None:
+            config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
+            model_config = config_class.from_pretrained(self.path)
+        build = model_class.from_config if model_class is AutoModelForCausalLM else model_class._from_config
         with init_empty_weights():  # buffers stay real: non-persistent ones (rotary) are computed here
-            self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.dtype).eval()
+            self.model = build(model_config, dtype=self.dtype).eval()
         self.blocks_prefix = find_block_list(self.model)
         self.blocks: nn.ModuleList = self.model.get_submodule(self.blocks_prefix)
+        _STREAMING[self.model] = self
         #: indices of the blocks materialised now, and the most ever materialised at once
         self.loaded: set[int] = set()
         self.peak_loaded = 0
