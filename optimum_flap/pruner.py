@@ -21,7 +21,7 @@ from .architectures import (
 )
 from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
 from .configuration import FlapConfig
-from .data import load_calibration_ids
+from .data import CalibrationDataError, is_token_ids, load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
 from .engine.activations import STORAGES, Storage
 from .engine.distributed import distributed_world, is_main_process, shard_for_rank
@@ -96,13 +96,15 @@ class FlapPruner:
         and `save_pretrained` writes shard by shard. With a `device_map`, `offload_folder` goes to
         transformers, for the layers accelerate places on "disk".
         """
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM
 
         model_name_or_path = resolve_model_reference(model_name_or_path)  # a mistyped path fails now, not in 60 s
         model_class = pruned_model_class(model_name_or_path, model_kwargs)  # a pruned checkpoint: our class
         config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
-        get_architecture(config_class.from_pretrained(model_name_or_path))
+        model_config = config_class.from_pretrained(model_name_or_path)
+        get_architecture(model_config)
         pruner = cls(config, device=device, activations=activations)
+        tokenizer = _load_tokenizer(model_name_or_path, model_config, config)  # before the model: fails now
         model_kwargs.setdefault("dtype", "auto")
         rank, world_size = distributed_world()
         if offload_folder is not None and world_size > 1:  # ranks write the same files: one folder each
@@ -128,8 +130,7 @@ class FlapPruner:
             if offload_folder is not None:
                 model_kwargs["offload_folder"] = offload_folder
             pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
-        # the model's config, so that config.json is not read again by the stock config class (see flap_common)
-        pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, config=pruner.model.config)
+        pruner.tokenizer = tokenizer
         return pruner
 
     def prune(self, save_directory: str | os.PathLike | None = None, **save_kwargs: Any) -> nn.Module:
@@ -276,6 +277,29 @@ class FlapPruner:
         from .recovery import recover
 
         return recover(model, tokenizer, recovery_config, **kwargs).model
+
+
+def _load_tokenizer(path: str | os.PathLike, model_config: Any, recipe: FlapConfig) -> Any:
+    """The checkpoint's tokenizer, or None when it has none and the recipe calibrates on token ids.
+
+    The model's config is passed so that config.json is not read again by the stock config class (see
+    flap_common). A checkpoint without a tokenizer can be pruned on token ids (and is saved without
+    one); text calibration data is refused here, before the model is loaded.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, config=model_config)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0]
+        if is_token_ids(recipe.dataset):
+            logger.warning("No tokenizer loaded from %s (%s); calibrating on the given token ids, and the pruned "
+                           "checkpoint is saved without a tokenizer.", path, reason)
+            return None
+        raise CalibrationDataError(
+            f"{path} has no tokenizer transformers can load ({reason}); dataset={recipe.dataset!r} is text and "
+            "needs one. Add the tokenizer files to that directory, or pass token ids as dataset."
+        ) from None
 
 
 def _keep_heads_where_required(model: nn.Module, arch, config: FlapConfig) -> FlapConfig:
