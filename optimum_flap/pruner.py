@@ -20,6 +20,7 @@ from .architectures import (
     get_architecture,
 )
 from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
+from .checkpoint.integrity import check_checkpoint_fits_config
 from .configuration import FlapConfig
 from .data import CalibrationDataError, is_token_ids, load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
@@ -129,6 +130,8 @@ class FlapPruner:
         else:
             if offload_folder is not None:
                 model_kwargs["offload_folder"] = offload_folder
+            if os.path.isdir(model_name_or_path):  # transformers would re-initialise or drop what does not fit
+                check_checkpoint_fits_config(model_name_or_path, model_class, model_config)
             pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
         pruner.tokenizer = tokenizer
         return pruner

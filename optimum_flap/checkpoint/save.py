@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from torch import nn
 
 from ..accounting import compensation_roles, measure_sparsity
@@ -51,7 +52,7 @@ from ..architectures import (
 from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
 from ..models import FLAP_CLASSES, register_for_saving
 from ..privacy import publishable_recipe
-from .target import check_output_dir, recover_swap, replace_directory
+from .target import OutputDirectoryError, check_output_dir, recover_swap, replace_directory
 
 #: config.json key naming which kind of checkpoint a directory holds
 FORMAT_KEY = "checkpoint_format"
@@ -455,10 +456,25 @@ def save_pruned_model(
         os.umask(umask)
         staging.chmod(0o777 & ~umask)
         _move_into_place(staging, target, overwrite)
+    except (OSError, SafetensorError) as err:  # disk full, quota, I/O: say where; nothing is half-written
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OutputDirectoryError):
+            raise
+        outcome = (f"nothing was written to {target} and the partial files were removed. Free space or choose "
+                   "another directory, then save again")
+        raise write_error(err, f"writing the checkpoint for {target}", outcome) from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return plan
+
+
+def write_error(err: Exception, doing: str, outcome: str) -> OSError:
+    """An `OSError` (the class and errno of `err` when it has one) saying what was being written and what is left."""
+    reason = getattr(err, "strerror", None) or str(err)
+    message = f"{reason} while {doing}; {outcome}."
+    errno = getattr(err, "errno", None)
+    return type(err)(errno, message) if isinstance(err, OSError) and errno is not None else OSError(message)
 
 
 def _name_or_path(model: nn.Module) -> str | None:
@@ -536,14 +552,7 @@ def _check_local_checkpoint(directory: Path) -> None:
         )
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory} holds no config.json, so it is not a checkpoint directory.")
-    from safetensors import SafetensorError, safe_open
+    from .integrity import weight_headers
 
-    for weights in sorted(directory.glob("*.safetensors")):
-        try:
-            with safe_open(weights, "pt") as f:
-                f.keys()
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(
-                f"{weights} is not a readable safetensors file ({err}); it is truncated or corrupt. "
-                "Save the checkpoint again or restore this file."
-            ) from None
+    if any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json")):
+        weight_headers(directory)  # every shard and the index, naming a bad file

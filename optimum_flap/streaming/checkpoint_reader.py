@@ -12,7 +12,6 @@ shapes, so the original checkpoint is never modified.
 
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 from accelerate.utils import set_module_tensor_to_device
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -43,16 +42,9 @@ def streamed_checkpoint_of(model: nn.Module) -> StreamedCheckpoint | None:
 
 def checkpoint_weight_map(path: str | os.PathLike) -> dict[str, Path]:
     """Tensor name -> shard file of a local checkpoint, single-file or sharded (from the index)."""
-    directory = Path(path)
-    if (directory / INDEX_FILE).is_file():
-        weight_map = json.loads((directory / INDEX_FILE).read_text())["weight_map"]
-        return {name: directory / shard for name, shard in weight_map.items()}
-    if (directory / SINGLE_FILE).is_file():
-        with safe_open(directory / SINGLE_FILE, framework="pt") as handle:
-            return {name: directory / SINGLE_FILE for name in handle.keys()}
-    raise FileNotFoundError(
-        f"{directory} holds neither {SINGLE_FILE} nor {INDEX_FILE}; streaming needs a local safetensors checkpoint."
-    )
+    from ..checkpoint.integrity import weight_headers  # every file's header checked, naming a bad one
+
+    return {name: file for name, (file, _) in weight_headers(path).items()}
 
 
 def _state_names(module: nn.Module) -> list[str]:
@@ -121,6 +113,9 @@ class StreamedCheckpoint:
             self.model = build(model_config, dtype=self.dtype).eval()
         self.blocks_prefix = find_block_list(self.model)
         self.blocks: nn.ModuleList = self.model.get_submodule(self.blocks_prefix)
+        from ..checkpoint.integrity import check_weights_fit_model
+
+        check_weights_fit_model(self.path, self.model)  # a config that lies fails here, naming a tensor
         _STREAMING[self.model] = self
         #: indices of the blocks materialised now, and the most ever materialised at once
         self.loaded: set[int] = set()
@@ -207,7 +202,16 @@ class StreamedCheckpoint:
         # a new file each time: an earlier version of the block may still be memory-mapped for reading
         self._offload_writes += 1
         file = self.offload_folder / f"block-{index:05d}-{self._offload_writes:05d}.safetensors"
-        save_file(tensors, file, metadata={"format": "pt"})
+        try:
+            save_file(tensors, file, metadata={"format": "pt"})
+        except (OSError, SafetensorError) as err:  # e.g. no space left: no half-written block stays behind
+            from ..checkpoint.save import write_error
+
+            file.unlink(missing_ok=True)
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            raise write_error(err, f"writing pruned block {index} ({size:,} bytes) to the offload folder "
+                              f"{self.offload_folder}", "the partial file was removed. Give an offload folder with "
+                              "room for the pruned model") from err
         self._offloaded.update(dict.fromkeys(tensors, file))
 
     # -- the whole model, tensor by tensor -----------------------------------------------------------
