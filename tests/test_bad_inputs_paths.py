@@ -6,6 +6,8 @@ that the message names the bad value and what is allowed, and for faults that no
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import torch
 from conftest import ckpt_tiny_model, ckpt_tiny_tokenizer
 
 from optimum_flap import FlapConfig, FlapPruner, load_pruned_model
+from optimum_flap.checkpoint import CheckpointError
 from optimum_flap.data import CalibrationDataError
 from optimum_flap.privacy import file_sha256
 
@@ -71,3 +74,179 @@ def test_checkpoint_without_tokenizer_and_text_data_is_refused_before_loading(no
     message = str(error.value)
     assert str(no_tokenizer) in message and "has no tokenizer" in message
     assert "dataset='wikitext2' is text" in message and "pass token ids" in message
+
+
+# -- bad weight files and configs that lie, refused before any weight is read -------------------------
+
+PATHS = ["in-memory", "streamed"]
+
+
+def _open(path: Path, tmp_path: Path, how: str) -> FlapPruner:
+    kwargs = {"offload_folder": tmp_path / "offload"} if how == "streamed" else {}
+    return FlapPruner.from_pretrained(path, config=_recipe(), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sharded") / "model"
+    ckpt_tiny_model("llama", num_layers=3).save_pretrained(path, max_shard_size="40KB")
+    ckpt_tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def _copy(source: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(source, tmp_path / "copy"))
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[:5000])
+
+
+def _empty(file: Path) -> None:
+    file.write_bytes(b"")
+
+
+def _garble_header(file: Path) -> None:
+    data = file.read_bytes()
+    file.write_bytes(data[:8] + b"{garbage" + data[16:])
+
+
+@pytest.mark.parametrize("how", PATHS)
+@pytest.mark.parametrize("fault", [_truncate, _empty, _garble_header], ids=["truncated", "empty", "bad-header"])
+def test_unreadable_shard_is_refused_naming_the_file(dense, tmp_path, how, fault):
+    model = _copy(dense, tmp_path)
+    fault(model / "model.safetensors")
+    with pytest.raises(CheckpointError, match="is not a readable safetensors file") as error:
+        _open(model, tmp_path, how)
+    assert str(model / "model.safetensors") in str(error.value) and "restore this file" in str(error.value)
+
+
+@pytest.mark.parametrize("how", PATHS)
+def test_index_naming_a_tensor_its_shard_lacks_is_refused(sharded, tmp_path, how):
+    model = _copy(sharded, tmp_path)
+    index_file = model / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    files = sorted(set(index["weight_map"].values()))
+    name = "model.layers.1.mlp.up_proj.weight"
+    index["weight_map"][name] = next(f for f in files if f != index["weight_map"][name])
+    index_file.write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=f"maps tensor '{name}' to {index['weight_map'][name]}, which does "
+                                              "not hold it"):
+        _open(model, tmp_path, how)
+    index["weight_map"]["model.layers.1.mlp.up_proj.weight"] = "model-00099-of-00099.safetensors"
+    index_file.write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="names the shard model-00099-of-00099.safetensors, which is not in"):
+        _open(model, tmp_path, how)
+
+
+def _edit_config(model: Path, **changes) -> None:
+    config = json.loads((model / "config.json").read_text())
+    config.update(changes)
+    (model / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("how", PATHS)
+@pytest.mark.parametrize("changes, message", [
+    ({"num_hidden_layers": 4}, "missing tensor model.layers.3.self_attn.q_proj.weight"),
+    ({"num_hidden_layers": 2}, r"unexpected tensor model.layers.2.\S+ \(the weights hold layer 2; config.json has "
+                               r"num_hidden_layers=2\)"),
+    ({"intermediate_size": 80}, r"mismatched tensor model.layers.0.mlp.gate_proj.weight: weights \[96, 64\], "
+                                r"config implies \[80, 64\]"),
+    ({"num_key_value_heads": 1}, r"mismatched tensor model.layers.0.self_attn.k_proj.weight: weights \[32, 64\]"),
+], ids=["4-of-3-layers", "2-of-3-layers", "intermediate-size", "kv-heads"])
+def test_config_that_lies_about_the_weights_is_refused_naming_the_tensor(dense, tmp_path, how, changes, message):
+    model = _copy(dense, tmp_path)
+    _edit_config(model, **changes)
+    before = _hashes(model)
+    with pytest.raises(CheckpointError, match=message) as error:
+        _open(model, tmp_path, how)
+    assert f"{model}: config.json does not match the weights" in str(error.value)
+    assert "Restore the config.json saved with these weights" in str(error.value)
+    assert _hashes(model) == before and not (tmp_path / "offload").exists()
+
+
+def test_cli_prune_of_a_lying_config_is_one_line_and_exit_2(dense, tmp_path, capsys):
+    from optimum_flap.commands.cli import main
+
+    model = _copy(dense, tmp_path)
+    _edit_config(model, num_hidden_layers=2)
+    text = tmp_path / "calibration.txt"
+    text.write_text(" ".join(f"w{i % 100}" for i in range(200)))
+    code = main(["prune", "--model", str(model), "--dataset", str(text), "--num-samples", "2", "--seq-len", "8",
+                 "--output", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[optimum-flap]")]
+    assert code == 2 and len(err) == 1 and err[0].startswith("optimum-flap: error: ")
+    assert "unexpected tensor model.layers.2." in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+# -- out of disk space: nothing half-written, the earlier checkpoint kept --------------------------------
+
+def _disk_full(tensors, filename, metadata=None):
+    """A safetensors `save_file` that writes part of the file, then fails as a full disk does."""
+    import errno
+
+    Path(filename).write_bytes(b"\0" * 100)
+    raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+
+
+@pytest.mark.parametrize("how", PATHS)
+def test_disk_full_during_save_keeps_the_earlier_checkpoint(dense, tmp_path, how, monkeypatch):
+    import transformers.modeling_utils
+
+    import optimum_flap.streaming.checkpoint_writer as writer
+
+    pruner = _open(dense, tmp_path, how)
+    pruner.prune(tmp_path / "out")
+    before = _hashes(tmp_path / "out")
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", _disk_full)  # in-memory save
+    monkeypatch.setattr(writer, "_write_planned", lambda tensors, directory, *rest: _disk_full(
+        {}, directory / "model-00001.safetensors.partial"))  # streamed save, shard by shard
+    with pytest.raises(OSError, match=r"No space left on device while writing the checkpoint for .*out; nothing "
+                                      r"was written to .*out and the partial files were removed") as error:
+        pruner.save_pretrained(tmp_path / "out", overwrite=True)
+    assert error.value.errno == 28
+    assert _hashes(tmp_path / "out") == before  # the earlier checkpoint, byte for byte
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == []  # no staging left
+
+
+def test_disk_full_during_offload_leaves_no_partial_block(dense, tmp_path, monkeypatch):
+    import optimum_flap.streaming.checkpoint_reader as reader
+
+    pruner = _open(dense, tmp_path, "streamed")
+    real = reader.save_file
+    writes = []
+
+    def save_file(tensors, filename, metadata=None):  # the second block finds the disk full
+        writes.append(filename)
+        if len(writes) == 2:
+            return _disk_full(tensors, filename, metadata)
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(reader, "save_file", save_file)
+    with pytest.raises(OSError, match=r"No space left on device while writing pruned block 1 \([\d,]+ bytes\) to "
+                                      r"the offload folder .*offload; the partial file was removed"):
+        pruner.prune(tmp_path / "out")
+    assert [p.name for p in sorted((tmp_path / "offload").iterdir())] == [Path(writes[0]).name]
+    assert not (tmp_path / "out").exists()
+
+
+# -- outputs checked before the work ----------------------------------------------------------------------
+
+def test_output_under_a_file_or_read_only_is_refused_before_pruning(dense, tmp_path, monkeypatch):
+    from optimum_flap.checkpoint.target import OutputDirectoryError
+
+    (tmp_path / "file").write_text("x")
+    pruner = _open(dense, tmp_path, "in-memory")
+    with pytest.raises(OutputDirectoryError, match=r"Cannot create .*file/out: .*file is a file, not a directory"):
+        pruner.prune(tmp_path / "file" / "out")
+    assert pruner.report is None  # refused before calibrating
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path / "ro" else
+                        real_access(path, mode))  # root ignores chmod: the check asks os.access
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(OutputDirectoryError, match=r"Cannot write to .*ro/out: .*ro is read-only for this user"):
+        pruner.prune(tmp_path / "ro" / "out")
+    assert pruner.report is None
