@@ -21,6 +21,7 @@ from .architectures import (
 )
 from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
 from .checkpoint.integrity import check_checkpoint_fits_config
+from .checkpoint.save import checkpoint_config
 from .configuration import FlapConfig
 from .data import CalibrationDataError, is_token_ids, load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
@@ -97,12 +98,9 @@ class FlapPruner:
         and `save_pretrained` writes shard by shard. With a `device_map`, `offload_folder` goes to
         transformers, for the layers accelerate places on "disk".
         """
-        from transformers import AutoConfig, AutoModelForCausalLM
-
         model_name_or_path = resolve_model_reference(model_name_or_path)  # a mistyped path fails now, not in 60 s
         model_class = pruned_model_class(model_name_or_path, model_kwargs)  # a pruned checkpoint: our class
-        config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
-        model_config = config_class.from_pretrained(model_name_or_path)
+        model_config = checkpoint_config(model_name_or_path, model_class)
         get_architecture(model_config)
         pruner = cls(config, device=device, activations=activations)
         tokenizer = _load_tokenizer(model_name_or_path, model_config, config)  # before the model: fails now

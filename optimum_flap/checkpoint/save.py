@@ -497,8 +497,11 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
     check = strict and not kwargs.get("output_loading_info")  # a caller asking for the report reads it itself
     if check:
         kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
+    model_class = pruned_model_class(path, kwargs)
+    if local:
+        checkpoint_config(path, model_class)  # a tampered config.json fails here, naming it
     try:
-        loaded = pruned_model_class(path, kwargs).from_pretrained(path, **kwargs)
+        loaded = model_class.from_pretrained(path, **kwargs)
     except OSError as err:
         if local:
             raise
@@ -517,6 +520,26 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
             "tensors."
         )
     return model
+
+
+def checkpoint_config(path: str | os.PathLike, model_class: type) -> Any:
+    """The config `model_class` reads from `path`; `CheckpointError` naming config.json when it is invalid.
+
+    The config classes validate on construction (`per_layer_config` sizes, types), raising huggingface_hub's
+    strict-dataclass errors, or an `AttributeError` for a `per_layer_config` that is not a mapping.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
+    try:
+        return config_class.from_pretrained(path)
+    except (StrictDataclassError, AttributeError, TypeError) as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(
+            f"{Path(path) / 'config.json'} is not a valid {config_class.__name__}: {reason}. per_layer_config maps "
+            "each layer index to ints >= 1 num_attention_heads (a multiple of num_key_value_heads), "
+            "num_key_value_heads and intermediate_size; restore the config.json saved with these weights."
+        ) from None
 
 
 def pruned_model_class(path: str | os.PathLike, kwargs: dict[str, Any] | None = None) -> type:
