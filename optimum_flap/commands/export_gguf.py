@@ -27,6 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from ..export import to_gguf
     from .cli import CLIError, resolve_model
 
+    if os.path.isdir(args.output):  # found before encoding, not by the write at the end
+        raise CLIError(f"--output {args.output} is a directory; give the GGUF file to write, e.g. "
+                       f"{os.path.join(args.output, 'model.gguf')}")
     if os.path.exists(args.output) and not args.overwrite:
         raise CLIError(f"--output {args.output} exists; pass --overwrite to replace it")
     model_dir = resolve_model(args.model, None)
