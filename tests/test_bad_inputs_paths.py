@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,159 @@ def test_output_under_a_file_or_read_only_is_refused_before_pruning(dense, tmp_p
     with pytest.raises(OutputDirectoryError, match=r"Cannot write to .*ro/out: .*ro is read-only for this user"):
         pruner.prune(tmp_path / "ro" / "out")
     assert pruner.report is None
+
+
+# -- the command line: one line, exit 2, before the work --------------------------------------------------
+
+def _one_line_error(capsys) -> str:
+    """The command's one error line: the last of stderr (after progress bars), and no traceback."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("optimum-flap: error: ")]
+    assert "Traceback" not in err and len(errors) == 1 and err.rstrip().endswith(errors[0]), err[-2000:]
+    return errors[0]
+
+
+@pytest.fixture
+def never_loads(monkeypatch):
+    """Fail the test if a command loads a model: its checks must come first."""
+    import optimum_flap.checkpoint
+    import optimum_flap.pruner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the command checked its arguments")
+
+    monkeypatch.setattr(optimum_flap.pruner.FlapPruner, "from_pretrained", refuse)
+    monkeypatch.setattr(optimum_flap.checkpoint, "load_pruned_model", refuse)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (lambda t: ["--json", str(t)], r"cannot write .*: it is a directory; give a file path"),
+    (lambda t: ["--json", str(t / "ro" / "r.json")], r"cannot write .*r.json: .*ro is read-only for this user"),
+    (lambda t: ["--offload-folder", str(t / "out")], r"--offload-folder .*out and --output .*out overlap"),
+    (lambda t: ["--offload-folder", str(t / "out" / "blocks")], r"--offload-folder .*blocks and --output .*out "
+                                                               "overlap"),
+], ids=["json-is-a-directory", "json-read-only", "offload-is-output", "offload-inside-output"])
+def test_cli_prune_checks_its_outputs_before_loading(dense, tmp_path, capsys, monkeypatch, never_loads, flags, message):
+    from optimum_flap.commands.cli import main
+
+    (tmp_path / "ro").mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path / "ro" else
+                        real_access(path, mode))  # as root, chmod does not stop writes: the check asks os.access
+    code = main(["prune", "--model", str(dense), "--output", str(tmp_path / "out"), *flags(tmp_path)])
+    assert code == 2
+    assert re.search(message, _one_line_error(capsys))
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_benchmark_threads_below_one_is_refused(dense, capsys, never_loads):
+    from optimum_flap.commands.cli import main
+
+    assert main(["benchmark", "--model", str(dense), "--pruned", str(dense), "--threads", "0"]) == 2
+    assert "--threads 0: need an int >= 1" in _one_line_error(capsys)
+
+
+def test_cli_recover_missing_eval_data_is_refused_before_loading(dense, tmp_path, capsys, never_loads):
+    from optimum_flap.commands.cli import main
+
+    code = main(["recover", "--model", str(dense), "--eval-data", str(tmp_path / "held-out.txt"), "--output",
+                 str(tmp_path / "out")])
+    assert code == 2
+    assert f"--eval-data {tmp_path / 'held-out.txt'} is neither 'wikitext2' nor an existing file" in \
+        _one_line_error(capsys)
+
+
+def test_cli_export_gguf_to_a_directory_is_refused_before_encoding(dense, tmp_path, capsys, monkeypatch):
+    import optimum_flap.export
+    from optimum_flap.commands.cli import main
+
+    monkeypatch.setattr(optimum_flap.export, "to_gguf", lambda *a, **k: pytest.fail("encoded before the check"))
+    (tmp_path / "gguf").mkdir()
+    code = main(["export-gguf", "--model", str(dense), "--output", str(tmp_path / "gguf"), "--overwrite"])
+    assert code == 2
+    assert f"is a directory; give the GGUF file to write, e.g. {tmp_path / 'gguf' / 'model.gguf'}" in \
+        _one_line_error(capsys)
+
+
+def test_cli_eval_of_our_deci_gguf_says_llama_cpp_runs_it(tmp_path, capsys, monkeypatch):
+    from conftest import ckpt_make_pruned
+    from test_export_gguf import byte_level_tokenizer, with_vocab
+
+    from optimum_flap.commands.cli import main
+    from optimum_flap.export import to_gguf
+
+    monkeypatch.setenv("OPTIMUM_FLAP_CACHE", str(tmp_path / "cache"))
+    pruned = with_vocab(ckpt_make_pruned(ckpt_tiny_model("llama"), [(2, 40), (1, 70), (2, 96)]), byte_level_tokenizer())
+    assert to_gguf(pruned, tmp_path / "pruned.gguf", outtype="f32", tokenizer=byte_level_tokenizer()) == "deci"
+    assert main(["eval", "--gguf", str(tmp_path / "pruned.gguf"), "--ppl-data", "none", "--tasks", "piqa"]) == 2
+    line = _one_line_error(capsys)
+    assert "pruned.gguf is a llama.cpp 'deci' GGUF" in line and "llama.cpp is where it runs" in line
+    assert "--model" in line and not (tmp_path / "cache" / "gguf").exists()
+
+
+# -- tampered per-layer configs, another model's Trainer checkpoints, a truncated teacher cache ----------
+
+@pytest.fixture(scope="module")
+def per_layer(dense, tmp_path_factory) -> Path:
+    """A FLAP-pruned checkpoint with per-layer sizes (remote-code format)."""
+    path = tmp_path_factory.mktemp("per-layer") / "model"
+    FlapPruner.from_pretrained(dense, config=_recipe()).prune(path)
+    assert "per_layer_config" in json.loads((path / "config.json").read_text())
+    return path
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda plc: "garbage", "'str' object has no attribute 'items'"),
+    (lambda plc: {**plc, "0": {**plc["0"], "intermediate_size": -3}}, "Layer 0: invalid sizes"),
+    (lambda plc: {**plc, "0": {**plc["0"], "intermediate_size": [1]}}, "Field 'intermediate_size' expected int"),
+], ids=["not-a-mapping", "negative-size", "not-an-int"])
+def test_tampered_per_layer_config_is_a_checkpoint_error_in_eval(per_layer, tmp_path, capsys, tamper, message):
+    from optimum_flap.commands.cli import main
+
+    model = _copy(per_layer, tmp_path)
+    config = json.loads((model / "config.json").read_text())
+    _edit_config(model, per_layer_config=tamper(config["per_layer_config"]))
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_pruned_model(model)
+    assert f"{model / 'config.json'} is not a valid FlapLlamaConfig" in str(error.value)
+    assert "restore the config.json saved with these weights" in str(error.value)
+    assert main(["eval", "--model", str(model), "--ppl-data", "none", "--tasks", "piqa"]) == 2
+    assert "is not a valid FlapLlamaConfig" in _one_line_error(capsys)
+
+
+def test_resume_from_another_models_checkpoint_is_refused_before_training(dense, per_layer, tmp_path, capsys):
+    from optimum_flap.commands.cli import main
+
+    text = tmp_path / "train.txt"
+    text.write_text(" ".join(f"w{i % 100}" for i in range(2000)))
+    common = ["--dataset", str(text), "--seq-len", "16", "--batch-size", "1", "--eval-steps", "0", "--save-steps",
+              "1", "--checkpoint-dir", str(tmp_path / "checkpoints"), "--cpu"]
+    assert main(["recover", "--model", str(per_layer), "--steps", "2", *common, "--output", str(tmp_path / "a")]) == 0
+    before = _hashes(tmp_path / "checkpoints")
+    capsys.readouterr()
+    code = main(["recover", "--model", str(dense), "--steps", "2", *common, "--output", str(tmp_path / "b"),
+                 "--resume"])
+    assert code == 2
+    line = _one_line_error(capsys)
+    assert "checkpoint-2' was saved while training another model" in line
+    assert re.search(r"tensor \S+lora_A.weight is \[\d+, \d+\] there and \[\d+, \d+\] here", line)
+    assert _hashes(tmp_path / "checkpoints") == before and not (tmp_path / "b").exists()
+    # the model's own checkpoint still resumes (the same recipe: LoRA ranks depend on the training windows)
+    assert main(["recover", "--model", str(per_layer), "--steps", "2", *common, "--output", str(tmp_path / "a2"),
+                 "--resume"]) == 0
+
+
+def test_truncated_teacher_cache_is_refused_naming_the_file(tmp_path):
+    from optimum_flap.recovery.teacher_cache import METADATA_FILE, TeacherLogitsCache
+
+    teacher = ckpt_tiny_model("llama", num_layers=1)
+    ids = torch.tensor(CALIBRATION)
+    TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher)
+    shard = tmp_path / "cache" / "shard-00000.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-40])
+    with pytest.raises(ValueError, match=f"{shard} is missing, truncated or corrupt .*delete the directory"):
+        TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher)
+    meta = tmp_path / "cache" / METADATA_FILE
+    meta.write_text(meta.read_text()[:30])
+    with pytest.raises(ValueError, match=f"{meta} is not valid JSON"):
+        TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher)
