@@ -128,7 +128,7 @@ class FlapPruner:
         else:
             if offload_folder is not None:
                 model_kwargs["offload_folder"] = offload_folder
-            if os.path.isdir(model_name_or_path):  # transformers would re-initialise or drop what does not fit
+            if os.path.isdir(model_name_or_path) and "gguf_file" not in model_kwargs:  # else re-initialised or dropped
                 check_checkpoint_fits_config(model_name_or_path, model_class, model_config)
             pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
         pruner.tokenizer = tokenizer
@@ -297,9 +297,10 @@ def _load_tokenizer(path: str | os.PathLike, model_config: Any, recipe: FlapConf
             logger.warning("No tokenizer loaded from %s (%s); calibrating on the given token ids, and the pruned "
                            "checkpoint is saved without a tokenizer.", path, reason)
             return None
+        dataset = f"dataset={recipe.dataset!r}" if isinstance(recipe.dataset, str) else "the dataset of texts"
         raise CalibrationDataError(
-            f"{path} has no tokenizer transformers can load ({reason}); dataset={recipe.dataset!r} is text and "
-            "needs one. Add the tokenizer files to that directory, or pass token ids as dataset."
+            f"{path} has no tokenizer transformers can load ({reason}); {dataset} is text and needs one. Add the "
+            "tokenizer files to that directory, or pass token ids as dataset."
         ) from None
 
 

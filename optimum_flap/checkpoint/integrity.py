@@ -65,15 +65,21 @@ def weight_headers(directory: str | os.PathLike) -> dict[str, tuple[Path, tuple[
     return headers
 
 
-def check_weights_fit_model(directory: str | os.PathLike, model: nn.Module) -> dict[str, Path]:
+def check_weights_fit_model(directory: str | os.PathLike, model: nn.Module,
+                            renamed_ok: bool = False) -> dict[str, Path]:
     """Refuse, naming a tensor, a checkpoint whose tensors are not those of `model` (built from its config).
 
     `model` may be a skeleton on the meta device: only names and shapes are compared. Every parameter
     (tied ones aside) must be in the files with its shape, and the files must hold no decoder layer
     beyond the config's `num_hidden_layers`. Returns the weight map (tensor name -> file).
+
+    With `renamed_ok`, files whose names share none of the model's are not compared: transformers renames
+    some checkpoints' tensors while loading (legacy names), which only it knows how to read.
     """
     headers = weight_headers(directory)
     tied = tied_weight_names(model)
+    if renamed_ok and not set(headers) & set(dict(model.named_parameters())):
+        return {name: file for name, (file, _) in headers.items()}
     problems = []
     for name, param in model.named_parameters():
         if name in tied:
@@ -104,11 +110,15 @@ def check_checkpoint_fits_config(directory: str | os.PathLike, model_class: Any,
 
     For a checkpoint about to be loaded whole: the skeleton takes no memory, so a checkpoint that does
     not fit its config is refused before loading, not pruned with re-initialised or dropped tensors.
+    A directory without safetensors weights is not checked.
     """
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
+    directory = Path(directory)
+    if not (directory / SINGLE_FILE).is_file() and not (directory / INDEX_FILE).is_file():
+        return  # other weight formats (pytorch_model.bin, a GGUF file) are left to transformers
     build = model_class.from_config if model_class is AutoModelForCausalLM else model_class._from_config
     with init_empty_weights():
         skeleton = build(model_config)
-    check_weights_fit_model(directory, skeleton)
+    check_weights_fit_model(directory, skeleton, renamed_ok=True)

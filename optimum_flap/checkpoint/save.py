@@ -497,10 +497,10 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
     check = strict and not kwargs.get("output_loading_info")  # a caller asking for the report reads it itself
     if check:
         kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
-    model_class = pruned_model_class(path, kwargs)
-    if local:
-        checkpoint_config(path, model_class)  # a tampered config.json fails here, naming it
     try:
+        model_class = pruned_model_class(path, kwargs)
+        if local:
+            checkpoint_config(path, model_class)  # a tampered config.json fails here, naming it
         loaded = model_class.from_pretrained(path, **kwargs)
     except OSError as err:
         if local:
