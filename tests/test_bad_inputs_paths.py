@@ -407,3 +407,20 @@ def test_truncated_teacher_cache_is_refused_naming_the_file(tmp_path):
     meta.write_text(meta.read_text()[:30])
     with pytest.raises(ValueError, match=f"{meta} is not valid JSON"):
         TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher)
+
+
+def test_names_transformers_renames_are_left_to_it_before_loading(tmp_path):
+    """A checkpoint whose tensor names share none of the model's is not refused by the in-memory pre-check."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from optimum_flap.checkpoint.integrity import check_checkpoint_fits_config, check_weights_fit_model
+
+    ckpt_tiny_model("llama", num_layers=2).save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    save_file({f"legacy.{name}": tensor for name, tensor in tensors.items()}, tmp_path / "model.safetensors")
+    config = AutoConfig.from_pretrained(tmp_path)
+    check_checkpoint_fits_config(tmp_path, AutoModelForCausalLM, config)  # transformers' renaming decides
+    skeleton = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(CheckpointError, match="missing tensor model.embed_tokens.weight"):
+        check_weights_fit_model(tmp_path, skeleton)  # the streamed path reads names as they are
