@@ -9,7 +9,7 @@ agree to the parameter.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -40,6 +40,17 @@ def _layer_modules(layer: nn.Module, spec: DecoderArchitecture) -> dict[str, tup
     return {path: (layer.get_submodule(path), roles) for path, roles in spec.projection_paths().items()}
 
 
+def _layers_with_values(model: nn.Module, spec: DecoderArchitecture) -> Iterator[nn.Module]:
+    """The decoder layers with real weights, one at a time: counting zeros reads values, not only shapes.
+
+    A dispatched (accelerate offload) or streamed model keeps its blocks on the meta device between
+    uses; `streaming.materialised_layers` brings each one in while it is counted.
+    """
+    from .streaming import materialised_layers
+
+    return materialised_layers(model, spec.decoder_layers(model))
+
+
 def decoder_linear_parameters(model: nn.Module, spec: DecoderArchitecture, without_bias_of: Iterable[str] = ()) -> int:
     """Weights and biases of every attention and MLP projection: the base of `pruning_ratio`.
 
@@ -62,7 +73,7 @@ def nonzero_decoder_parameters(model: nn.Module, spec: DecoderArchitecture) -> i
     that happens to be zero still counts; the bias of a removed row does not).
     """
     total = 0
-    for layer in spec.decoder_layers(model):
+    for layer in _layers_with_values(model, spec):
         for linear, _ in _layer_modules(layer, spec).values():
             total += int(torch.count_nonzero(linear.weight))
             if linear.bias is not None:
@@ -77,7 +88,7 @@ def decoder_linear_weights(model: nn.Module, spec: DecoderArchitecture) -> tuple
     (biases are not pruned), so `achieved_ratio(*decoder_linear_weights(model, spec))` is the sparsity.
     """
     total = nonzero = 0
-    for layer in spec.decoder_layers(model):
+    for layer in _layers_with_values(model, spec):
         for linear, _ in _layer_modules(layer, spec).values():
             total += linear.weight.numel()
             nonzero += int(torch.count_nonzero(linear.weight))
@@ -171,6 +182,6 @@ def measure_sparsity(model: nn.Module, spec: DecoderArchitecture) -> list[dict[s
             path: round(1.0 - int(torch.count_nonzero(linear.weight)) / linear.weight.numel(), 6)
             for path, (linear, _) in _layer_modules(layer, spec).items()
         }
-        for layer in spec.decoder_layers(model)
+        for layer in _layers_with_values(model, spec)
     ]
 

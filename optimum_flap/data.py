@@ -154,6 +154,13 @@ def load_calibration_ids(
     return ids
 
 
+def is_token_ids(dataset: Any) -> bool:
+    """True for calibration data given as token ids (a tensor or rows of ints): no tokenizer is needed."""
+    return isinstance(dataset, torch.Tensor) or (
+        not isinstance(dataset, str) and len(dataset) > 0 and not isinstance(dataset[0], str)
+    )
+
+
 def _calibration_ids(
     dataset: str | Sequence[str] | Sequence[Sequence[int]] | torch.Tensor,
     tokenizer: Any,
@@ -161,9 +168,7 @@ def _calibration_ids(
     seq_len: int,
     seed: int,
 ) -> torch.LongTensor:
-    if isinstance(dataset, torch.Tensor) or (
-        not isinstance(dataset, str) and len(dataset) > 0 and not isinstance(dataset[0], str)
-    ):
+    if is_token_ids(dataset):
         return _pretokenized(dataset)
     if tokenizer is None:
         raise CalibrationDataError("A tokenizer is needed to calibrate on text; pass one or give token ids.")

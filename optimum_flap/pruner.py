@@ -22,10 +22,12 @@ from .architectures import (
     get_architecture,
 )
 from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
+from .checkpoint.integrity import check_checkpoint_fits_config
+from .checkpoint.save import checkpoint_config
 from .checkpoint.save import source_directory as _source_directory
 from .checkpoint.target import check_apart
 from .configuration import FlapConfig
-from .data import check_positions, load_calibration_ids
+from .data import CalibrationDataError, check_positions, is_token_ids, load_calibration_ids
 from .engine import CalibrationPipeline, apply_layer_plan
 from .engine.activations import STORAGES, Storage
 from .engine.distributed import distributed_world, is_main_process, shard_for_rank
@@ -102,13 +104,12 @@ class FlapPruner:
         and `save_pretrained` writes shard by shard. With a `device_map`, `offload_folder` goes to
         transformers, for the layers accelerate places on "disk".
         """
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
         model_name_or_path = resolve_model_reference(model_name_or_path)  # a mistyped path fails now, not in 60 s
         model_class = pruned_model_class(model_name_or_path, model_kwargs)  # a pruned checkpoint: our class
-        config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
-        get_architecture(config_class.from_pretrained(model_name_or_path))
+        model_config = checkpoint_config(model_name_or_path, model_class)
+        get_architecture(model_config)
         pruner = cls(config, device=device, activations=activations)
+        tokenizer = _load_tokenizer(model_name_or_path, model_config, config)  # before the model: fails now
         model_kwargs.setdefault("dtype", "auto")
         if offload_folder is not None:  # block files must never land in the checkpoint being read
             check_apart(offload_folder, {"model": model_name_or_path}, "offload_folder")
@@ -138,6 +139,8 @@ class FlapPruner:
                 from .streaming import run_offload_folder
 
                 run_folder = model_kwargs["offload_folder"] = str(run_offload_folder(offload_folder))
+            if os.path.isdir(model_name_or_path) and "gguf_file" not in model_kwargs:  # else re-initialised or dropped
+                check_checkpoint_fits_config(model_name_or_path, model_class, model_config)
             try:
                 pruner.model = model_class.from_pretrained(model_name_or_path, **model_kwargs)
             except BaseException:
@@ -146,8 +149,7 @@ class FlapPruner:
                 raise
             if run_folder is not None:
                 weakref.finalize(pruner.model, shutil.rmtree, run_folder, True)
-        # the model's config, so that config.json is not read again by the stock config class (see flap_common)
-        pruner.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, config=pruner.model.config)
+        pruner.tokenizer = tokenizer
         return pruner
 
     def prune(self, save_directory: str | os.PathLike | None = None, **save_kwargs: Any) -> nn.Module:
@@ -306,6 +308,30 @@ def _recipe_as_run(config: FlapConfig, calibrated_shape: tuple[int, int] | None)
     if calibrated_shape is not None:
         recipe["num_samples"], recipe["seq_len"] = calibrated_shape
     return recipe
+
+
+def _load_tokenizer(path: str | os.PathLike, model_config: Any, recipe: FlapConfig) -> Any:
+    """The checkpoint's tokenizer, or None when it has none and the recipe calibrates on token ids.
+
+    The model's config is passed so that config.json is not read again by the stock config class (see
+    flap_common). A checkpoint without a tokenizer can be pruned on token ids (and is saved without
+    one); text calibration data is refused here, before the model is loaded.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, config=model_config)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0]
+        if is_token_ids(recipe.dataset):
+            logger.warning("No tokenizer loaded from %s (%s); calibrating on the given token ids, and the pruned "
+                           "checkpoint is saved without a tokenizer.", path, reason)
+            return None
+        dataset = f"dataset={recipe.dataset!r}" if isinstance(recipe.dataset, str) else "the dataset of texts"
+        raise CalibrationDataError(
+            f"{path} has no tokenizer transformers can load ({reason}); {dataset} is text and needs one. Add the "
+            "tokenizer files to that directory, or pass token ids as dataset."
+        ) from None
 
 
 def _keep_heads_where_required(model: nn.Module, arch, config: FlapConfig) -> FlapConfig:

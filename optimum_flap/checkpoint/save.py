@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from huggingface_hub.errors import StrictDataclassError
+from safetensors import SafetensorError
 from torch import nn
 
 from ..accounting import compensation_roles, measure_sparsity
@@ -52,7 +53,7 @@ from ..layout import LAYOUT_KEY, RECIPE_KEY, SPARSITY_KEY, LayerLayout, PruningL
 from ..models import FLAP_CLASSES, register_for_saving
 from ..privacy import publishable_recipe
 from .finite import check_finite, finite_stream
-from .target import check_apart, check_output_dir, recover_swap, replace_directory
+from .target import OutputDirectoryError, check_apart, check_output_dir, recover_swap, replace_directory
 
 #: config.json key naming which kind of checkpoint a directory holds
 FORMAT_KEY = "checkpoint_format"
@@ -463,10 +464,25 @@ def save_pruned_model(
         os.umask(umask)
         staging.chmod(0o777 & ~umask)
         _move_into_place(staging, target, overwrite)
+    except (OSError, SafetensorError) as err:  # disk full, quota, I/O: say where; nothing is half-written
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OutputDirectoryError):
+            raise
+        outcome = (f"nothing was written to {target} and the partial files were removed. Free space or choose "
+                   "another directory, then save again")
+        raise write_error(err, f"writing the checkpoint for {target}", outcome) from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return plan
+
+
+def write_error(err: Exception, doing: str, outcome: str) -> OSError:
+    """An `OSError` (the class and errno of `err` when it has one) saying what was being written and what is left."""
+    reason = getattr(err, "strerror", None) or str(err)
+    message = f"{reason} while {doing}; {outcome}."
+    errno = getattr(err, "errno", None)
+    return type(err)(errno, message) if isinstance(err, OSError) and errno is not None else OSError(message)
 
 
 def _name_or_path(model: nn.Module) -> str | None:
@@ -496,7 +512,10 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
     if check:
         kwargs.update(output_loading_info=True, ignore_mismatched_sizes=True)
     try:
-        loaded = pruned_model_class(path, kwargs).from_pretrained(path, **kwargs)
+        model_class = pruned_model_class(path, kwargs)
+        if local:
+            checkpoint_config(path, model_class)  # a tampered config.json fails here, naming it
+        loaded = model_class.from_pretrained(path, **kwargs)
     except OSError as err:
         if local:
             raise
@@ -515,6 +534,26 @@ def load_pruned_model(path: str | os.PathLike, *, strict: bool = True, **kwargs:
             "tensors."
         )
     return model
+
+
+def checkpoint_config(path: str | os.PathLike, model_class: type) -> Any:
+    """The config `model_class` reads from `path`; `CheckpointError` naming config.json when it is invalid.
+
+    The config classes validate on construction (`per_layer_config` sizes, types), raising huggingface_hub's
+    strict-dataclass errors, or an `AttributeError` for a `per_layer_config` that is not a mapping.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
+    try:
+        return config_class.from_pretrained(path)
+    except (StrictDataclassError, AttributeError, TypeError) as err:
+        reason = " ".join(str(err).split())
+        raise CheckpointError(
+            f"{Path(path) / 'config.json'} is not a valid {config_class.__name__}: {reason}. per_layer_config maps "
+            "each layer index to ints >= 1 num_attention_heads (a multiple of num_key_value_heads), "
+            "num_key_value_heads and intermediate_size; restore the config.json saved with these weights."
+        ) from None
 
 
 def pruned_model_class(path: str | os.PathLike, kwargs: dict[str, Any] | None = None) -> type:
@@ -550,14 +589,7 @@ def _check_local_checkpoint(directory: Path) -> None:
         )
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory} holds no config.json, so it is not a checkpoint directory.")
-    from safetensors import SafetensorError, safe_open
+    from .integrity import weight_headers
 
-    for weights in sorted(directory.glob("*.safetensors")):
-        try:
-            with safe_open(weights, "pt") as f:
-                f.keys()
-        except (SafetensorError, OSError) as err:
-            raise CheckpointError(
-                f"{weights} is not a readable safetensors file ({err}); it is truncated or corrupt. "
-                "Save the checkpoint again or restore this file."
-            ) from None
+    if any(directory.glob("*.safetensors")) or any(directory.glob("*.safetensors.index.json")):
+        weight_headers(directory)  # every shard and the index, naming a bad file

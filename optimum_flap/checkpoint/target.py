@@ -73,6 +73,7 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     recover_swap(target)
     if target.exists() and not target.is_dir():
         raise OutputDirectoryError(f"{target} exists and is not a directory; choose a directory path.")
+    _check_parent_writable(target)
     if not target.is_dir():
         return target
     cwd = Path.cwd().resolve()
@@ -145,6 +146,18 @@ def check_output_file(path: str | os.PathLike, overwrite: bool, magic: bytes, ki
             f"not written by an earlier export. overwrite replaces only a {kind} file; choose another path."
         )
     return target
+
+
+def _check_parent_writable(target: Path) -> None:
+    """The save stages next to `target` and renames into it: refuse now a parent that cannot take files."""
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputDirectoryError(f"Cannot create {target}: {parent} is a file, not a directory; choose another path.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputDirectoryError(f"Cannot write to {target}: {parent} is read-only for this user; choose a "
+                                   "writable directory.")
 
 
 def _not_a_checkpoint(directory: Path) -> str | None:

@@ -266,6 +266,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
     check_apart(args.output, {"--model": args.model}, "--output")  # a local --model; Hub ids are skipped
     check_output_dir(args.output, args.overwrite)  # before the (long) pruning run, not after it
+    _check_apart(args.output, args.offload_folder)
     if args.json:
         _check_writable(args.json)
     model_path = resolve_model(args.model, args.gguf)
@@ -379,6 +380,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     """Time the dense model and the pruned ones in interleaved rounds; print ratios against the ideal."""
     if min(args.batch_sizes) < 1 or args.prompt_len < 1 or args.new_tokens < 1 or args.repeats < 1 or args.warmup < 0:
         raise CLIError("need --batch-sizes >= 1, --prompt-len >= 1, --new-tokens >= 1, --repeats >= 1, --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads {args.threads}: need an int >= 1 (or leave it out for torch's default)")
     for directory in args.pruned:
         if not os.path.isfile(os.path.join(directory, "config.json")):
             raise CLIError(f"--pruned {directory} is not a checkpoint directory (no config.json)")
@@ -394,7 +397,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from ..checkpoint import load_pruned_model
     from .benchmark import compare_speed, speed_rows, speed_table
 
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     path, dense, tokenizer = _load_for_inference(args, model_path)
     models = {"dense": dense}
@@ -449,9 +452,24 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def _check_writable(path: str) -> None:
+    """Refuse now, not after the run, a result file that cannot be written."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise CLIError(f"cannot write {path}: directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise CLIError(f"cannot write {path}: it is a directory; give a file path, e.g. {os.path.join(path, 'x.json')}")
+    if not os.access(path if os.path.exists(path) else parent, os.W_OK):
+        raise CLIError(f"cannot write {path}: {'it' if os.path.exists(path) else parent} is read-only for this user")
+
+
+def _check_apart(output: str, offload_folder: str | None) -> None:
+    """The offload folder is read until the save ends: the output must neither be it nor contain it, nor lie in it."""
+    if offload_folder is None:
+        return
+    out, off = (os.path.realpath(os.path.expanduser(p)) for p in (output, offload_folder))
+    if out == off or off.startswith(out + os.sep) or out.startswith(off + os.sep):
+        raise CLIError(f"--offload-folder {offload_folder} and --output {output} overlap; the pruned blocks are "
+                       "read from the offload folder while the output is written: give two separate directories")
 
 
 def _write_json(path: str, payload: dict[str, Any]) -> None:

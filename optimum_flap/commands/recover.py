@@ -108,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--output {args.output} is not empty; pass --overwrite to replace it")
     checkpoint_dir = args.checkpoint_dir or f"{output}-checkpoints"
     config = _config(args, checkpoint_dir)  # validates the recipe before anything is loaded
+    if config.eval_steps and isinstance(config.eval_dataset, str):
+        from ..evaluation.perplexity import WIKITEXT2_NAMES
+
+        data = config.eval_dataset
+        if data.lower() not in WIKITEXT2_NAMES and not os.path.isfile(os.path.expanduser(data)):
+            raise CLIError(f"--eval-data {args.eval_data} is neither 'wikitext2' nor an existing file")
     resume = None
     if args.resume:
         from transformers.trainer_utils import get_last_checkpoint

@@ -35,6 +35,8 @@ from ..data_files import DATA_DIR_ENV, WIKITEXT2_TEST, data_dir
 
 #: Hub dataset and config used when the local WikiText-2 file is not available
 WIKITEXT2_HUB = ("Salesforce/wikitext", "wikitext-2-raw-v1")
+#: the dataset names that mean WikiText-2's test split
+WIKITEXT2_NAMES = frozenset({"wikitext2", "wikitext-2", "wikitext"})
 
 
 @dataclass(frozen=True)
@@ -118,18 +120,24 @@ def _model_device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def check_text_file(name: str | os.PathLike[str]) -> Path:
+    """The file a perplexity dataset names (`FileNotFoundError` naming it); call early to fail before the work."""
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"perplexity dataset {os.fspath(name)!r} is neither 'wikitext2' nor an existing file")
+    return path
+
+
 def _resolve_dataset(
     dataset: str | os.PathLike[str] | Sequence[str],
 ) -> tuple[str, str]:
     """Turn the ``dataset`` argument into (joined text, description)."""
     if isinstance(dataset, (str, os.PathLike)):
         name = os.fspath(dataset)
-        if name.lower() in {"wikitext2", "wikitext-2", "wikitext"}:
+        if name.lower() in WIKITEXT2_NAMES:
             rows, desc = wikitext2_rows()
             return join_rows(rows), desc
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"perplexity dataset {name!r} is neither 'wikitext2' nor an existing file")
+        path = check_text_file(name)
         return join_rows(read_text_rows(path)), str(path)
     rows = list(dataset)
     if not all(isinstance(r, str) for r in rows):

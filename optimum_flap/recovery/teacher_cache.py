@@ -68,15 +68,39 @@ class TeacherLogitsCache:
     """Read access to a complete cache directory: `cache[i]` is window i's `(values, indices)`."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
-        from safetensors import safe_open
-
         self.directory = Path(directory)
-        with open(self.directory / METADATA_FILE, encoding="utf-8") as f:
-            self.metadata = json.load(f)
-        self._shards = [safe_open(str(self.directory / name), framework="pt") for name in self.metadata["shards"]]
-        for name, handle in zip(self.metadata["shards"], self._shards):  # a NaN target trains a NaN model
-            check_finite(f"values of {self.directory / name}", handle.get_tensor("values"),
+        self.metadata = _read_metadata(self.directory / METADATA_FILE)
+        self._shards = self._open_shards()
+
+    def _open_shards(self) -> list:
+        """Every shard's handle, after checking that together they hold each window's `[seq_len - 1, k]` rows.
+
+        A truncated, missing or short shard is refused here, naming it, not found by an index error mid-training.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        meta = self.metadata
+        handles, rows = [], 0
+        for name in meta["shards"]:
+            file = self.directory / name
+            try:
+                handle = safe_open(str(file), framework="pt")
+                shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in ("values", "indices")}
+            except (SafetensorError, OSError) as err:
+                raise ValueError(f"teacher_logits_cache {self.directory}: {file} is missing, truncated or corrupt "
+                                 f"({err}); delete the directory to compute the cache again.") from None
+            wanted = (meta["seq_len"] - 1, meta["top_k"])
+            if shapes["values"] != shapes["indices"] or shapes["values"][1:] != wanted:
+                raise ValueError(f"teacher_logits_cache {self.directory}: {file} holds {shapes}; every window needs "
+                                 f"{list(wanted)} values and indices. Delete the directory to compute it again.")
+            check_finite(f"values of {file}", handle.get_tensor("values"),  # a NaN target trains a NaN model
                          "use the teacher-logits cache (delete it to recompute)")
+            handles.append(handle)
+            rows += shapes["values"][0]
+        if rows != meta["num_sequences"]:
+            raise ValueError(f"teacher_logits_cache {self.directory}: its shards hold {rows} windows, its "
+                             f"{METADATA_FILE} says {meta['num_sequences']}; delete the directory to compute it again.")
+        return handles
 
     def __len__(self) -> int:
         return int(self.metadata["num_sequences"])
@@ -110,8 +134,7 @@ class TeacherLogitsCache:
                     "teacher": teacher}
         meta_path = directory / METADATA_FILE
         if meta_path.is_file():
-            with open(meta_path, encoding="utf-8") as f:
-                found = json.load(f)
+            found = _read_metadata(meta_path)
             different = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
             if different:
                 listed = ", ".join(f"{k}: cached {a!r}, now {b!r}" for k, (a, b) in different.items())
@@ -152,3 +175,18 @@ class TeacherLogitsCache:
                     "bytes_per_token": BYTES_PER_TOKEN_PER_K * top_k}
         with open(directory / METADATA_FILE, "w", encoding="utf-8") as f:  # last: marks the cache complete
             json.dump(metadata, f, indent=2)
+
+
+def _read_metadata(path: Path) -> dict:
+    """The cache's metadata file; `ValueError` naming it when it is not the JSON object a build writes."""
+    keys = ("fingerprint", "top_k", "vocab_size", "num_sequences", "seq_len", "shards", "shard_sequences")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+        missing = [key for key in keys if key not in metadata]
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"teacher_logits_cache: {path} is not valid JSON ({err}); delete its directory to compute "
+                         "the cache again.") from None
+    if missing:
+        raise ValueError(f"teacher_logits_cache: {path} lacks {', '.join(missing)}; delete its directory to compute "
+                         "the cache again.")
+    return metadata

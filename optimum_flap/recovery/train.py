@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -203,6 +204,7 @@ def recover(
             callbacks.append(KeepZeros(masks))
         trainer = _trainer(trained, args, TokenWindows(ids, teacher_cache), callbacks + list(extra_callbacks or []),
                            config, teacher)
+        _check_resume_fits(trained, resume_from_checkpoint, lora=config.finetuning == "lora")
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         seconds = time.perf_counter() - start - (held_out.seconds if held_out else 0.0)
@@ -227,6 +229,34 @@ def recover(
         log_history=list(trainer.state.log_history), trainable_parameters=trainable,
         steps=int(trainer.state.global_step),
     )
+
+
+def _check_resume_fits(trained: nn.Module, checkpoint: str | os.PathLike | bool | None, lora: bool) -> None:
+    """Refuse, before training, a Trainer checkpoint saved from another model (its tensors differ in name or shape).
+
+    The Trainer would find out only when loading it, with torch's "size mismatch" for a tensor deep in a list.
+    """
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        return  # None, or True: the Trainer picks its own latest checkpoint
+    file = Path(checkpoint) / ("adapter_model.safetensors" if lora else "model.safetensors")
+    if not file.is_file():
+        return  # another layout (sharded, or another fine-tuning): the Trainer reports it
+    from peft import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    state = get_peft_model_state_dict(trained) if lora else trained.state_dict()
+    expected = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    with safe_open(file, framework="pt") as handle:
+        saved = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    problems = [f"tensor {name} is {list(shape)} there and {list(expected[name])} here"
+                for name, shape in sorted(saved.items()) if name in expected and expected[name] != shape]
+    problems += [f"it holds tensor {name}, which this model has not" for name in sorted(set(saved) - set(expected))]
+    if lora:
+        problems += [f"it lacks tensor {name}" for name in sorted(set(expected) - set(saved))]
+    if problems:
+        raise ValueError(f"resume_from_checkpoint={os.fspath(checkpoint)!r} was saved while training another model "
+                         f"({len(problems)} tensor(s) differ), e.g. {problems[0]}. Resume only from this model's "
+                         "own checkpoints (another checkpoint directory), or start without resuming.")
 
 
 def _add_adapters(model, arch, ids, config, importance, args):

@@ -82,12 +82,14 @@ class HeldOutPerplexity(TrainerCallback):
 
     def __init__(self, every: int, dataset: Any, tokenizer: Any, seq_len: int, windows: int,
                  batch_size: int = 4) -> None:
-        from ..evaluation.perplexity import perplexity, window_nlls
+        from ..evaluation.perplexity import WIKITEXT2_NAMES, check_text_file, perplexity, window_nlls
 
         if isinstance(dataset, str):
             if tokenizer is None:
                 raise ValueError("Held-out perplexity on text needs a tokenizer; pass one or give token-id windows "
                                  "as eval_dataset.")
+            if dataset.lower() not in WIKITEXT2_NAMES:
+                check_text_file(dataset)  # now, not at the first evaluation after training steps
             self._score = lambda model: perplexity(model, tokenizer, dataset, seq_len=seq_len, max_windows=windows,
                                                    batch_size=batch_size, progress=False).perplexity
         else:

@@ -14,7 +14,6 @@ garbage-collected, so two runs sharing one offload folder never read each other'
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from accelerate import init_empty_weights
 from accelerate.utils import set_module_tensor_to_device
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -36,19 +35,20 @@ from ..utils.memory import return_freed_memory
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
+#: skeleton model -> the checkpoint streaming it, so code given only the model can read its weights
+_STREAMING: weakref.WeakKeyDictionary[nn.Module, StreamedCheckpoint] = weakref.WeakKeyDictionary()
+
+
+def streamed_checkpoint_of(model: nn.Module) -> StreamedCheckpoint | None:
+    """The `StreamedCheckpoint` whose skeleton `model` is, or None for a model that holds its weights."""
+    return _STREAMING.get(model)
+
 
 def checkpoint_weight_map(path: str | os.PathLike) -> dict[str, Path]:
     """Tensor name -> shard file of a local checkpoint, single-file or sharded (from the index)."""
-    directory = Path(path)
-    if (directory / INDEX_FILE).is_file():
-        weight_map = json.loads((directory / INDEX_FILE).read_text())["weight_map"]
-        return {name: directory / shard for name, shard in weight_map.items()}
-    if (directory / SINGLE_FILE).is_file():
-        with safe_open(directory / SINGLE_FILE, framework="pt") as handle:
-            return {name: directory / SINGLE_FILE for name in handle.keys()}
-    raise FileNotFoundError(
-        f"{directory} holds neither {SINGLE_FILE} nor {INDEX_FILE}; streaming needs a local safetensors checkpoint."
-    )
+    from ..checkpoint.integrity import weight_headers  # every file's header checked, naming a bad one
+
+    return {name: file for name, (file, _) in weight_headers(path).items()}
 
 
 def run_offload_folder(folder: str | os.PathLike, owner: object | None = None) -> Path:
@@ -144,11 +144,22 @@ class StreamedCheckpoint:
         self._run_folder: Path | None = None  # created by the first offload_block (see run_offload_folder)
         self._offloaded: dict[str, Path] = {}  # tensor name -> the offload file holding its current value
         self._offload_writes = 0
-        model_config = model_config if model_config is not None else AutoConfig.from_pretrained(self.path)
+        from ..checkpoint import pruned_model_class
+
+        # a pruned checkpoint keeps the stock model_type: its per-layer sizes need our class, as in memory
+        model_class = pruned_model_class(self.path)
+        if model_config is None:
+            config_class = AutoConfig if model_class is AutoModelForCausalLM else model_class.config_class
+            model_config = config_class.from_pretrained(self.path)
+        build = model_class.from_config if model_class is AutoModelForCausalLM else model_class._from_config
         with init_empty_weights():  # buffers stay real: non-persistent ones (rotary) are computed here
-            self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.dtype).eval()
+            self.model = build(model_config, dtype=self.dtype).eval()
         self.blocks_prefix = find_block_list(self.model)
         self.blocks: nn.ModuleList = self.model.get_submodule(self.blocks_prefix)
+        from ..checkpoint.integrity import check_weights_fit_model
+
+        check_weights_fit_model(self.path, self.model)  # a config that lies fails here, naming a tensor
+        _STREAMING[self.model] = self
         #: indices of the blocks materialised now, and the most ever materialised at once
         self.loaded: set[int] = set()
         self.peak_loaded = 0
@@ -249,7 +260,16 @@ class StreamedCheckpoint:
         # a new file each time: an earlier version of the block may still be memory-mapped for reading
         self._offload_writes += 1
         file = self._run_folder / f"block-{index:05d}-{self._offload_writes:05d}.safetensors"
-        save_file(tensors, file, metadata={"format": "pt"})
+        try:
+            save_file(tensors, file, metadata={"format": "pt"})
+        except (OSError, SafetensorError) as err:  # e.g. no space left: no half-written block stays behind
+            from ..checkpoint.save import write_error
+
+            file.unlink(missing_ok=True)
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            raise write_error(err, f"writing pruned block {index} ({size:,} bytes) to the offload folder "
+                              f"{self.offload_folder}", "the partial file was removed. Give an offload folder with "
+                              "room for the pruned model") from err
         self._offloaded.update(dict.fromkeys(tensors, file))
 
     # -- the whole model, tensor by tensor -----------------------------------------------------------

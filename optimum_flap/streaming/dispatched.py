@@ -11,7 +11,7 @@ state for `write_sharded_checkpoint`, one offloaded module at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -67,6 +67,23 @@ def _rehook(module: nn.Module, old: AlignDevicesHook) -> None:
 
 
 @contextmanager
+def _forwards_keep_weights(hooks: Iterable[AlignDevicesHook]) -> Iterator[None]:
+    """Forwards run inside the context leave the onloaded weights in place.
+
+    An offload hook sends its module's weights back to the meta device after every forward; a
+    method that runs the block while reading it (LLM-Barber's gradients) would then read meta tensors.
+    """
+    hooks = list(hooks)
+    for hook in hooks:
+        hook.offload = False
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.offload = True
+
+
+@contextmanager
 def onloaded(
     block: nn.Module, execution_device: torch.device | str | None = None, write_back: bool = False
 ) -> Iterator[nn.Module]:
@@ -80,6 +97,7 @@ def onloaded(
     with ExitStack() as stack:
         for name in hooks:
             stack.enter_context(align_module_device(block.get_submodule(name), execution_device))
+        stack.enter_context(_forwards_keep_weights(hooks.values()))
         yield block
         if write_back:
             for name, hook in hooks.items():

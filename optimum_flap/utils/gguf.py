@@ -22,6 +22,7 @@ def gguf_to_checkpoint(gguf_path: str, output_dir: str, dtype: str = "float32") 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_transformers_reads(gguf_path)
     directory, filename = os.path.split(os.path.abspath(gguf_path))
     # stderr, not logging: the first conversion takes tens of seconds and must not look like a hang
     print(f"[optimum-flap] converting {filename} once to a {dtype} checkpoint in {output_dir} "
@@ -59,6 +60,26 @@ def gguf_checkpoint(gguf_path: str, cache_dir: str | None = None) -> str:
     if not os.path.isfile(os.path.join(target, "config.json")):
         gguf_to_checkpoint(gguf_path, target)  # announces itself on stderr
     return target
+
+
+def check_transformers_reads(gguf_path: str) -> None:
+    """Refuse, naming the file, a GGUF whose architecture transformers cannot build a model from.
+
+    optimum-flap's own export of a model with per-layer sizes is llama.cpp's "deci" architecture:
+    transformers parses its header but has no model class for it ("does not recognize this architecture").
+    """
+    from gguf import GGUFReader
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    field = GGUFReader(gguf_path).fields.get("general.architecture")
+    architecture = bytes(field.parts[field.data[0]]).decode() if field is not None else None
+    if architecture == "deci":
+        raise ValueError(f"{gguf_path} is a llama.cpp 'deci' GGUF (per-layer sizes, as export-gguf writes a pruned "
+                         "model): llama.cpp is where it runs (see docs/serving.md), transformers cannot load it. "
+                         "Evaluate or prune the checkpoint directory it was exported from with --model instead.")
+    if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise ValueError(f"{gguf_path}: GGUF architecture {architecture!r} cannot be loaded by transformers; allowed: "
+                         f"{', '.join(a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ('general', 'tokenizer'))}.")
 
 
 def smollm2_gguf_path() -> str:
