@@ -19,6 +19,8 @@ from .spec import DecoderArchitecture, ModelClasses
 GEMMA2 = DecoderArchitecture(
     model_type="gemma2",
     attention_bias_flag="attention_bias",
+    embeddings_scaled_by_sqrt_hidden=True,
+    norm_weight_offset=1.0,
     classes=ModelClasses(Gemma2Config, Gemma2ForCausalLM, FlapGemma2Config, FlapGemma2ForCausalLM),
 )
 
@@ -26,5 +28,7 @@ GEMMA3 = DecoderArchitecture(
     model_type="gemma3_text",
     attention_bias_flag="attention_bias",
     shared_head_norms=("q_norm", "k_norm"),
+    embeddings_scaled_by_sqrt_hidden=True,
+    norm_weight_offset=1.0,
     classes=ModelClasses(Gemma3TextConfig, Gemma3ForCausalLM, FlapGemma3TextConfig, FlapGemma3ForCausalLM),
 )
