@@ -167,6 +167,8 @@ class FlapPruner:
         kind, plans, shape = self._plans(model, arch, tokenizer, physical)
         if shape is not None:  # a stock-shaped method's model-wide cuts: hidden size, layers
             plans = _apply_model_shape(model, arch, shape, plans)
+            if self.streamed is not None and model is self.streamed.model and shape.kept_layers is not None:
+                self.streamed.keep_blocks(shape.kept_layers)
         layout = None
         if kind == "structured":  # a mask plan keeps every shape: there is no layout to record
             heads, kv_heads, _ = attention_geometry(model.config)

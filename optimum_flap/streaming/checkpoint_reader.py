@@ -100,6 +100,8 @@ class StreamedCheckpoint:
         self.offload_folder = Path(offload_folder) if offload_folder is not None else None
         self._offloaded: dict[str, Path] = {}  # tensor name -> the offload file holding its current value
         self._offload_writes = 0
+        #: tensor name -> the name it is stored under, for blocks renumbered by `keep_blocks`
+        self._aliases: dict[str, str] = {}
         model_config = model_config if model_config is not None else AutoConfig.from_pretrained(self.path)
         with init_empty_weights():  # buffers stay real: non-persistent ones (rotary) are computed here
             self.model = AutoModelForCausalLM.from_config(model_config, dtype=self.dtype).eval()
@@ -127,6 +129,7 @@ class StreamedCheckpoint:
 
     def read(self, name: str) -> torch.Tensor:
         """One tensor, from the offload folder if its block was offloaded, else from the checkpoint."""
+        name = self._aliases.get(name, name)
         if name in self._offloaded:
             return self._handle(self._offloaded[name]).get_tensor(name)
         if name not in self.weight_map:
@@ -192,6 +195,26 @@ class StreamedCheckpoint:
         file = self.offload_folder / f"block-{index:05d}-{self._offload_writes:05d}.safetensors"
         save_file(tensors, file, metadata={"format": "pt"})
         self._offloaded.update(dict.fromkeys(tensors, file))
+
+    def keep_blocks(self, kept: list[int]) -> None:
+        """Follow the model's block list cut to blocks `kept` (renumbered from 0; depth pruning).
+
+        Call after the model's list was replaced: block j's tensors are then read under old block
+        `kept[j]`'s names, from the offload folder or the checkpoint.
+        """
+        prefix = self.blocks_prefix + "."
+        names = set(self.weight_map) | set(self._offloaded) | set(self._aliases)
+        aliases = {}
+        for new_index, old_index in enumerate(kept):
+            old_prefix = f"{prefix}{old_index}."
+            for name in names:
+                if name.startswith(old_prefix):
+                    renamed = f"{prefix}{new_index}.{name[len(old_prefix):]}"
+                    aliases[renamed] = self._aliases.get(name, name)
+        self._aliases = {name: stored for name, stored in self._aliases.items() if not name.startswith(prefix)}
+        self._aliases.update(aliases)
+        self.blocks = self.model.get_submodule(self.blocks_prefix)
+        self.loaded.clear()
 
     # -- the whole model, tensor by tensor -----------------------------------------------------------
 
