@@ -208,3 +208,23 @@ def test_options_round_trip_through_json():
 def test_a_target_shape_the_stock_config_rejects_is_refused():
     with pytest.raises(ValueError, match="not a multiple of the 8 attention heads"):
         minitron(tiny_model("llama-gqa"), target_shape=dict(hidden_size=60))
+
+
+def test_command_line_prunes_to_a_stock_checkpoint(tmp_path, capsys):
+    from optimum_flap.commands.cli import main
+
+    dense = tmp_path / "dense"
+    tiny_model("llama-gqa", num_hidden_layers=4).save_pretrained(dense)
+    ckpt_tiny_tokenizer().save_pretrained(dense)
+    text = tmp_path / "calibration.txt"
+    text.write_text(" ".join(f"w{i % 120}" for i in range(2000)))
+    status = main(["prune", "--model", str(dense), "--method", "minitron", "--ratio", "0.3",
+                   "--minitron-axes", "hidden_size,heads,ffn,depth", "--search-candidates", "3",
+                   "--search-samples", "2", "--dataset", str(text), "--num-samples", "8", "--seq-len", "16",
+                   "-o", str(tmp_path / "out")])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert out.startswith("minitron: removed") and out.count("kl=") == 3
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["checkpoint_format"] == "stock" and "auto_map" not in saved
+    assert saved["pruning_config"]["minitron_axes"] == "hidden_size,heads,ffn,depth"
