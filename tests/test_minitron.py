@@ -228,3 +228,17 @@ def test_command_line_prunes_to_a_stock_checkpoint(tmp_path, capsys):
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["checkpoint_format"] == "stock" and "auto_map" not in saved
     assert saved["pruning_config"]["minitron_axes"] == "hidden_size,heads,ffn,depth"
+
+
+def test_model_card_counts_what_the_report_counts(tmp_path):
+    model = tiny_model("llama-gqa", num_hidden_layers=4)
+    pruner = minitron(model, target_shape=TARGET, depth_importance="block")
+    pruner.save_pretrained(tmp_path / "out")
+    from optimum_flap.checkpoint.card import pruning_stats
+    from optimum_flap.checkpoint.save import plan_checkpoint
+
+    stats = pruning_stats(model, plan_checkpoint(model))
+    assert stats["dense_decoder_linear_parameters"] == pruner.report.decoder_parameters_before
+    assert stats["pruned_decoder_linear_parameters"] == pruner.report.decoder_parameters_after
+    assert stats["achieved_ratio"] == pytest.approx(pruner.report.achieved_ratio)
+    assert f"| {pruner.report.achieved_ratio:.4f} |" in (tmp_path / "out" / "README.md").read_text()
