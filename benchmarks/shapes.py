@@ -61,6 +61,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-speed", action="store_true", help="skip the timing")
+    parser.add_argument("--no-dense-eval", action="store_true", help="skip the dense perplexities (in another run)")
+    parser.add_argument("--search-candidates", type=int, default=8, help="minitron's candidate shapes per search")
+    parser.add_argument("--search-samples", type=int, default=8, help="minitron's held-out windows per search")
+    parser.add_argument("--merge", nargs="+", default=None, help="only print one table from these JSON results")
     parser.add_argument("--output", default="benchmarks/results/shapes")
     return parser.parse_args()
 
@@ -79,6 +83,9 @@ def sizes(model: torch.nn.Module) -> str:
 
 def main() -> None:
     args = parse_args()
+    if args.merge:
+        merge(args.merge)
+        return
     model_dir, tokenizer, dense = load_dense(args.model)
     calibration = load_calibration_ids(args.calibration, tokenizer, args.num_samples, args.seq_len, 0)
     c4_texts, skipped = held_out_c4(args.calibration, tokenizer, calibration, args.eval_windows * args.eval_seq_len)
@@ -89,15 +96,18 @@ def main() -> None:
                 for name, data in (("wikitext2", args.eval_data), ("c4", c4_texts))}
 
     rows = [{"label": "dense", "ratio": 0.0, "achieved_ratio": 0.0, "shape": sizes(dense),
-             "parameters": sum(p.numel() for p in dense.parameters()), **scores(dense)}]
-    print(f"dense: wikitext2 {rows[0]['wikitext2']:.2f}, c4 {rows[0]['c4']:.2f}", flush=True)
+             "parameters": sum(p.numel() for p in dense.parameters()),
+             **({"wikitext2": None, "c4": None} if args.no_dense_eval else scores(dense))}]
+    print(f"dense: wikitext2 {rows[0]['wikitext2']}, c4 {rows[0]['c4']}", flush=True)
     models = {"dense": dense}
     for ratio in args.ratios:
         for label in args.rows:
             if label.endswith("-rms") and ratio != args.ratios[0]:
                 continue  # the aggregation comparison is made at the first ratio only
+            search = ({"search_candidates": args.search_candidates, "search_samples": args.search_samples}
+                      if ROWS[label]["method"] == "minitron" else {})
             config = FlapConfig(pruning_ratio=ratio, dataset=args.calibration, num_samples=args.num_samples,
-                                seq_len=args.seq_len, seed=0, **ROWS[label])
+                                seq_len=args.seq_len, seed=0, **ROWS[label], **search)
             pruner = FlapPruner(config)
             start = time.perf_counter()
             model = pruner.prune_model(copy.deepcopy(dense), tokenizer).eval()
@@ -126,6 +136,7 @@ def main() -> None:
     protocol = {
         "model": model_name(model_dir), "dtype": "float32", "calibration": os.path.basename(args.calibration),
         "num_samples": args.num_samples, "calibration_seq_len": args.seq_len, "seed": 0,
+        "minitron_search": f"{args.search_candidates} candidates scored on {args.search_samples} held-out windows",
         "eval": f"first {args.eval_windows} windows of {args.eval_seq_len} tokens",
         "c4_eval": f"last documents of {os.path.basename(args.calibration)} with no calibration window "
                    f"({len(c4_texts)} documents; {skipped} skipped)",
@@ -142,6 +153,19 @@ def main() -> None:
         json.dump({"protocol": protocol, "rows": rows, "timing": timing}, f, indent=2)
 
 
+def merge(paths: list[str]) -> None:
+    """One table from several runs (each run's speed-ups are against the dense model timed in that run)."""
+    rows, seen = [], set()
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for row in json.load(f)["rows"]:
+                if row["label"] not in seen and row.get("wikitext2") is not None:
+                    seen.add(row["label"])
+                    rows.append(row)
+    batches = sorted({int(k.rsplit("b", 1)[1]) for r in rows for k in r if k.startswith("decode_x_b")})
+    print(table(rows, batches))
+
+
 def table(rows: list[dict], batch_sizes: list[int]) -> str:
     """Markdown: shape (hidden/KV heads/MLP/layers), parameters, perplexities, speed-ups against dense."""
     speed_head = "".join(f" prefill x b{b} | decode x b{b} | ideal x |" for b in batch_sizes)
@@ -149,7 +173,7 @@ def table(rows: list[dict], batch_sizes: list[int]) -> str:
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         speed = "".join(f" {r[f'prefill_x_b{b}']:.2f} | {r[f'decode_x_b{b}']:.2f} | {r[f'ideal_x_b{b}']:.2f} |"
-                        for b in batch_sizes)
+                        if f"decode_x_b{b}" in r else " - | - | - |" for b in batch_sizes)
         lines.append(f"| {r['label']} | {r['achieved_ratio']:.1%} | {r['shape']} | {r['parameters']:,} | "
                      f"{r['wikitext2']:.2f} | {r['c4']:.2f} |{speed}")
     return "\n".join(lines)
