@@ -121,6 +121,7 @@ def main() -> None:
             models[name] = model
             print(f"{name}: removed {row['achieved_ratio']:.2%}, shape {row['shape']}, wikitext2 "
                   f"{row['wikitext2']:.2f}, c4 {row['c4']:.2f} ({row['prune_seconds']:.0f} s)", flush=True)
+            write(args.output, {"rows": rows, "timing": None})  # kept if a later row or the timing is cut short
     timing = None
     if not args.no_speed:
         timing = compare_speed(models, tokenizer, batch_sizes=args.batch_sizes, prompt_len=args.prompt_len,
@@ -148,9 +149,13 @@ def main() -> None:
     }
     print("\n" + ", ".join(f"{k}={v}" for k, v in protocol.items()))
     print(table(rows, [] if args.no_speed else args.batch_sizes))
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output + ".json", "w", encoding="utf-8") as f:
-        json.dump({"protocol": protocol, "rows": rows, "timing": timing}, f, indent=2)
+    write(args.output, {"protocol": protocol, "rows": rows, "timing": timing})
+
+
+def write(output: str, result: dict) -> None:
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    with open(output + ".json", "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
 
 
 def merge(paths: list[str]) -> None:
