@@ -35,10 +35,10 @@ DATA = str(data_dir())
 WIDTH = ("hidden_size", "heads", "ffn")
 #: row name -> FlapConfig options (the ratio and the calibration are added per run)
 ROWS = {
-    "minitron-width": dict(method="minitron", minitron_axes=WIDTH),
+    "minitron-width": dict(method="minitron", minitron_axes=WIDTH, minitron_aggregation="mean"),
     "minitron-width-rms": dict(method="minitron", minitron_axes=WIDTH, minitron_aggregation="rms"),
     "minitron-depth": dict(method="minitron", minitron_axes=("depth",)),
-    "minitron-width+depth": dict(method="minitron", minitron_axes=(*WIDTH, "depth")),
+    "minitron-width+depth": dict(method="minitron", minitron_axes=(*WIDTH, "depth"), minitron_aggregation="mean"),
     "flap-AL-AM": dict(method="flap", structure="AL-AM"),
     "flap-UL-UM": dict(method="flap", structure="UL-UM"),
     "cfsp": dict(method="cfsp"),

@@ -41,8 +41,8 @@ class MinitronOptions(MethodOptions):
                                 "heads, ffn, depth (default: the width axes)")
     target_shape: str | None = option(None, "explicit sizes instead of pruning_ratio, e.g. "
                                       "hidden_size=512,intermediate_size=1280,num_hidden_layers=26")
-    minitron_aggregation: str = option("mean", "how a channel's activations are aggregated over batch and "
-                                       "sequence: mean magnitude (mean) or root mean square (rms)",
+    minitron_aggregation: str = option("rms", "how a unit's per-token magnitudes are aggregated over batch and "
+                                       "sequence: root mean square (rms, measured best on SmolLM2) or mean",
                                        choices=AGGREGATIONS)
     depth_importance: str = option("loss", "layer importance: loss increase when the layer is removed (loss) or "
                                    "1 - cos(input, output) of the block (block, no extra forward)",
