@@ -87,7 +87,7 @@ class MinitronMethod(PruningMethod):
         return ShapeSpace(dense, heads // kv_heads, head_dim, frozenset(biased_roles(model, arch)))
 
     def check(self, model: nn.Module) -> None:
-        """Refuse an axis the family cannot prune, a bad `target_shape`, or a search the model's residence forbids."""
+        """Refuse an axis the family cannot prune, a bad `target_shape`, or depth on a dispatched model."""
         arch = self.architecture
         space = self.space(model)
         self._dense_layers = space.dense.num_hidden_layers
