@@ -161,18 +161,20 @@ def layout_parameters(layout: PruningLayout, hidden: int, head_dim: int, dense_s
     """(dense, pruned) decoder linear parameters of a recorded layout.
 
     `biased` are the roles with a bias in the pruned model; the dense model had those minus
-    `layout.compensation_biases`.
+    `layout.compensation_biases`. `hidden` is the pruned model's hidden size; `dense_sizes` gives the
+    dense one and the dense layer count when a stock-shaped method changed them (else they are the same).
     """
     biased = set(biased)
     dense_biased = biased - set(layout.compensation_biases or ())
-    dense_layer = shape_parameters(hidden, head_dim, dense_sizes["num_attention_heads"],
+    dense_layers = dense_sizes.get("num_hidden_layers", len(layout.layers))
+    dense_layer = shape_parameters(dense_sizes.get("hidden_size", hidden), head_dim, dense_sizes["num_attention_heads"],
                                    dense_sizes["num_key_value_heads"], dense_sizes["intermediate_size"], dense_biased)
     pruned = sum(
         shape_parameters(hidden, head_dim, la.num_attention_heads, la.num_key_value_heads, la.intermediate_size,
                          biased)
         for la in layout.layers
     )
-    return len(layout.layers) * dense_layer, pruned
+    return dense_layers * dense_layer, pruned
 
 
 def measure_sparsity(model: nn.Module, spec: DecoderArchitecture) -> list[dict[str, float]]:

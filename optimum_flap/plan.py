@@ -43,6 +43,9 @@ class StructuredLayerPlan:
     attention_input_mean: torch.Tensor | None = None
     #: mean of the MLP output projection's inputs over the calibration tokens (full dense width)
     mlp_input_mean: torch.Tensor | None = None
+    #: sorted indices of the residual (hidden-size) channels kept: the layer's projections read and write
+    #: only these, and its residual norms keep only their weights (None: the hidden size is unchanged)
+    kept_hidden: torch.Tensor | None = None
 
 
 @dataclass
@@ -58,6 +61,23 @@ class MaskLayerPlan:
 
 
 @dataclass
+class ModelShapePlan:
+    """The model-wide cuts of a stock-shaped plan, applied after every layer's own plan.
+
+    `kept_hidden` also slices the embeddings, the final norm and the LM head (the layers' projections
+    and norms are cut by their `StructuredLayerPlan.kept_hidden`); `kept_layers` removes every other
+    decoder layer and trims the config's per-layer lists (`layer_types`) to match.
+    """
+
+    #: sorted indices of the residual channels kept; None keeps the hidden size
+    kept_hidden: torch.Tensor | None = None
+    #: sorted indices of the decoder layers kept; None keeps them all
+    kept_layers: list[int] | None = None
+    #: the candidate shapes a search scored (sizes, ratio, parameters, score), for the report
+    search: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class PruningPlan:
     """A method's whole decision: one layer plan per decoder layer, and what to record beside it."""
 
@@ -65,6 +85,8 @@ class PruningPlan:
     layers: list[StructuredLayerPlan] | list[MaskLayerPlan]
     #: method-specific records written into `model.config` (e.g. CFSP's block importances)
     config_records: dict[str, Any] = field(default_factory=dict)
+    #: model-wide cuts (hidden size, depth) of a stock-shaped method, or None
+    shape: ModelShapePlan | None = None
 
 
 @dataclass
@@ -84,6 +106,8 @@ class PruningReport:
     seconds: float
     #: "structured" (units removed, shapes shrink) or "mask" (weights zeroed in place, shapes kept)
     kind: PlanKind = "structured"
+    #: the candidate shapes a shape search scored (minitron), each with its sizes, ratio and score
+    shape_search: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         name = " ".join(filter(None, (self.method, self.structure)))
@@ -93,9 +117,13 @@ class PruningReport:
                 f"(target {self.target_ratio:.2%}); non-zero decoder linear weights "
                 f"{self.decoder_parameters_before:,} -> {self.decoder_parameters_after:,}; {self.seconds:.1f} s"
             )
-        return (
+        summary = (
             f"{name}: removed {self.achieved_ratio:.2%} of "
             "decoder linear parameters "
             f"(target {self.target_ratio:.2%}); parameters {self.parameters_before:,} -> "
             f"{self.parameters_after:,}; {self.seconds:.1f} s"
         )
+        for candidate in self.shape_search:
+            summary += "\n  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in candidate.items())
+        return summary

@@ -23,7 +23,7 @@ from .architectures import (
 )
 from .checkpoint import CheckpointPlan, check_output_dir, plan_checkpoint, pruned_model_class, save_pruned_model
 from .checkpoint.integrity import check_checkpoint_fits_config
-from .checkpoint.save import checkpoint_config
+from .checkpoint.save import DENSE_SIZES_KEY, checkpoint_config
 from .checkpoint.save import source_directory as _source_directory
 from .checkpoint.target import check_apart
 from .configuration import FlapConfig
@@ -34,9 +34,9 @@ from .engine.distributed import distributed_world, is_main_process, shard_for_ra
 from .engine.residence import StreamedBlocks
 from .layout import RECIPE_KEY, PruningLayout
 from .methods import get_method_class
-from .plan import MaskLayerPlan, PlanKind, PruningReport, StructuredLayerPlan
+from .plan import MaskLayerPlan, ModelShapePlan, PlanKind, PruningReport, StructuredLayerPlan
 from .prunable import check_prunable
-from .surgery import record_layout, record_sparsity
+from .surgery import apply_model_shape, record_layout, record_sparsity
 from .utils.devices import resolve_device
 from .utils.model_ref import resolve_model_reference
 
@@ -184,7 +184,11 @@ class FlapPruner:
         start = time.perf_counter()
         decoder_before = decoder_linear_parameters(model, arch)
         total_before = sum(p.numel() for p in model.parameters())
-        kind, plans = self._plans(model, arch, tokenizer, physical)
+        kind, plans, shape = self._plans(model, arch, tokenizer, physical)
+        if shape is not None:  # a stock-shaped method's model-wide cuts: hidden size, layers
+            plans = _apply_model_shape(model, arch, shape, plans)
+            if self.streamed is not None and model is self.streamed.model and shape.kept_layers is not None:
+                self.streamed.keep_blocks(shape.kept_layers)
         layout = None
         if kind == "structured":  # a mask plan keeps every shape: there is no layout to record
             heads, kv_heads, _ = attention_geometry(model.config)
@@ -206,15 +210,17 @@ class FlapPruner:
             parameters_before=total_before,
             parameters_after=sum(p.numel() for p in model.parameters()),
             seconds=time.perf_counter() - start,
+            shape_search=list(shape.search) if shape is not None else [],
         )
         logger.info(self.report.summary())
         self.model, self.tokenizer, self.layout = model, tokenizer, layout
         return model
 
-    def _plans(self, model: nn.Module, arch, tokenizer: Any, physical: bool) -> tuple[PlanKind, list]:
+    def _plans(self, model: nn.Module, arch, tokenizer: Any, physical: bool
+               ) -> tuple[PlanKind, list, ModelShapePlan | None]:
         """Run the method through the calibration pipeline, which applies each layer's plan in place.
 
-        Returns the plan's kind ("structured" or "mask") and its layer plans.
+        Returns the plan's kind ("structured" or "mask"), its layer plans and its model-wide cuts (or None).
         """
         config = self.config
         self._calibrated_shape = None
@@ -222,8 +228,8 @@ class FlapPruner:
         if config.pruning_ratio == 0 and not config.remove_heads:
             # nothing to remove: the model stays exactly as it was
             if method_class.plan_kind == "mask":
-                return "mask", [MaskLayerPlan({}) for _ in arch.decoder_layers(model)]
-            return "structured", [_keep_everything(layer, arch) for layer in arch.decoder_layers(model)]
+                return "mask", [MaskLayerPlan({}) for _ in arch.decoder_layers(model)], None
+            return "structured", [_keep_everything(layer, arch) for layer in arch.decoder_layers(model)], None
         config = _keep_heads_where_required(model, arch, config)
         method = method_class(config, arch)
         method.check(model)
@@ -234,9 +240,14 @@ class FlapPruner:
                              "run it in a single process.")
         ids = None
         if method.needs_calibration():
-            ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples, config.seq_len, config.seed,
-                                       vocab_size=model.config.vocab_size)
+            held_out = method.held_out_samples()
+            ids = load_calibration_ids(config.dataset, tokenizer, config.num_samples + held_out, config.seq_len,
+                                       config.seed, vocab_size=model.config.vocab_size)
             check_positions(model.config, ids.shape[1], "calibration seq_len")
+            if held_out:  # the same windows on every rank; token-id datasets give what they hold
+                held_out = min(held_out, len(ids) // 2) or len(ids)
+                method.held_out_ids = ids[-held_out:]
+                ids = ids[:-held_out] if held_out < len(ids) else ids
             self._calibrated_shape = (int(ids.shape[0]), int(ids.shape[1]))  # token ids: not the config's
             ids = shard_for_rank(ids, rank, world_size)
         streamed = self.streamed is not None and model is self.streamed.model
@@ -255,7 +266,7 @@ class FlapPruner:
                 model.config.use_cache = use_cache
         for key, value in plan.config_records.items():
             setattr(model.config, key, value)
-        return plan.kind, plan.layers
+        return plan.kind, plan.layers, plan.shape
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> CheckpointPlan:
         """Save the pruned model, its tokenizer and the recipe (see `FlapPruner.save`).
@@ -366,6 +377,23 @@ def _log_fixed_attention(model: nn.Module, config: FlapConfig) -> None:
             "%s: the model has %s per layer and every layer keeps min_head_groups=%d head group(s), so no "
             "attention head is removed; only MLP channels are pruned.", config.method, what, min_groups
         )
+
+
+def _apply_model_shape(model: nn.Module, arch: DecoderArchitecture, shape: ModelShapePlan,
+                       plans: list[StructuredLayerPlan]) -> list[StructuredLayerPlan]:
+    """Apply a plan's model-wide cuts after its layer plans; the plans of the layers kept, in order.
+
+    The dense model's global sizes are recorded first (`dense_sizes`), since the config takes the new ones.
+    """
+    config = model.config
+    if getattr(config, DENSE_SIZES_KEY, None) is None:
+        heads, kv_heads, _ = attention_geometry(config)
+        setattr(config, DENSE_SIZES_KEY, {"num_attention_heads": heads, "num_key_value_heads": kv_heads,
+                                          "intermediate_size": int(config.intermediate_size),
+                                          "hidden_size": int(config.hidden_size),
+                                          "num_hidden_layers": int(config.num_hidden_layers)})
+    apply_model_shape(model, arch, shape)
+    return plans if shape.kept_layers is None else [plans[i] for i in shape.kept_layers]
 
 
 def _keep_everything(layer: nn.Module, arch: DecoderArchitecture) -> StructuredLayerPlan:

@@ -14,6 +14,11 @@ so each pruned layer keeps its mean output on the calibration set.
 zeroes the removed rows instead (q/k/v rows of a removed group, gate/up rows of a removed channel),
 which computes the same function: the mask-only mode of FLAP's `--unstr` scripts.
 
+A plan's `kept_hidden` also narrows the residual stream (Minitron's embedding-channel pruning,
+Muralidharan et al. 2024 §2.2): every projection reads (q/k/v, gate/up) and writes (o, down) only the kept
+channels and the layer's residual norms keep their weights. `apply_model_shape` then cuts the rest of
+the model to the same channels (embeddings, final norm, LM head) and removes whole decoder layers.
+
 `apply_mask_layer_plan` zeroes the masked entries of each Linear in place (unstructured and
 semi-structured methods); shapes never change.
 """
@@ -24,10 +29,21 @@ import torch
 from torch import nn
 
 from .accounting import compensation_roles, measure_sparsity
-from .architectures import ATTENTION_OUTPUT, GATE, KEY, MLP_OUTPUT, QUERY, UP, VALUE, DecoderArchitecture
+from .architectures import (
+    ATTENTION_OUTPUT,
+    GATE,
+    KEY,
+    MLP_OUTPUT,
+    OUTPUT_ROLES,
+    QUERY,
+    UP,
+    VALUE,
+    DecoderArchitecture,
+    attention_geometry,
+)
 from .layout import LAYOUT_KEY, SPARSITY_KEY, LayerLayout, PruningLayout
 from .models.layer_sizes import LayerSizesConfig
-from .plan import MaskLayerPlan, StructuredLayerPlan
+from .plan import MaskLayerPlan, ModelShapePlan, StructuredLayerPlan
 
 
 def _rows(groups: torch.Tensor, width: int) -> torch.Tensor:
@@ -127,6 +143,119 @@ def apply_structured_layer_plan(
         spec.set_projection(layer, roles[0], new)
     if physical:
         _record_sizes(layer, spec, int(groups.numel()) * group_size, int(groups.numel()), int(channels.numel()))
+    if plan.kept_hidden is not None:
+        if not physical:
+            raise ValueError("kept_hidden cuts the residual stream; it has no mask-only (physical=False) form.")
+        _cut_hidden(layer, spec, plan.kept_hidden)
+
+
+def residual_norms(layer: nn.Module, width: int) -> dict[str, nn.Module]:
+    """The layer's norms over the residual stream: its direct children with a 1-D weight of `width`.
+
+    Norms inside attention (Qwen3's q_norm, OLMo-2's q_norm over all heads) are not direct children
+    of the layer, so they are never taken for residual norms.
+    """
+    norms = {}
+    for name, child in layer.named_children():
+        weight = getattr(child, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 1 and weight.numel() == width:
+            norms[name] = child
+    return norms
+
+
+def _cut_norm(norm: nn.Module, kept: torch.Tensor, offset: float = 0.0, scale: float = 1.0) -> None:
+    """Keep a norm's weights (and bias) at `kept`; `scale` divides what it multiplies by, (offset + w)."""
+    with torch.no_grad():
+        weight = norm.weight.detach()[kept.to(norm.weight.device)]
+        if scale != 1.0:
+            weight = ((offset + weight.to(torch.float32)) / scale - offset).to(norm.weight.dtype)
+        norm.weight = nn.Parameter(weight.clone(), requires_grad=norm.weight.requires_grad)
+        if getattr(norm, "bias", None) is not None:
+            norm.bias = nn.Parameter(norm.bias.detach()[kept.to(norm.bias.device)].clone(),
+                                     requires_grad=norm.bias.requires_grad)
+    for attribute in ("normalized_shape", "hidden_size", "dim"):
+        if isinstance(getattr(norm, attribute, None), int):
+            setattr(norm, attribute, int(kept.numel()))
+        elif isinstance(getattr(norm, attribute, None), tuple):
+            setattr(norm, attribute, (int(kept.numel()),))
+
+
+def _cut_hidden(layer: nn.Module, spec: DecoderArchitecture, kept: torch.Tensor) -> None:
+    """Narrow a layer to the residual channels `kept`: projection inputs (q/k/v, gate/up), outputs (o, down), norms."""
+    projections = spec.projections(layer)
+    width = projections[ATTENTION_OUTPUT].out_features
+    _check_indices("kept_hidden", kept, width)
+    for roles in spec.projection_paths().values():
+        linear = projections[roles[0]]
+        if roles[0] in OUTPUT_ROLES:
+            new = _keep_rows(linear, kept, physical=True)
+        else:
+            new = _new_linear(linear, linear.weight[:, kept.to(linear.weight.device)],
+                              linear.bias.detach() if linear.bias is not None else None)
+        spec.set_projection(layer, roles[0], new)
+    for norm in residual_norms(layer, width).values():
+        _cut_norm(norm, kept)
+
+
+def apply_model_shape(model: nn.Module, spec: DecoderArchitecture, shape: ModelShapePlan) -> None:
+    """Cut what lies outside the layers to `shape.kept_hidden` and keep only `shape.kept_layers`, in place.
+
+    Call after every layer's plan (with the same `kept_hidden`) was applied. The config gets the new
+    `hidden_size` (with `head_dim` written out, which no longer follows from it) and `num_hidden_layers`,
+    and its per-layer lists are trimmed. Where the forward scales the embeddings by sqrt(hidden_size)
+    (Gemma) the embedding weights absorb sqrt(old / new), so the stock forward at the new size computes
+    the pruned model; tied to the LM head, the final norm divides by the same factor to keep the logits.
+    """
+    config = model.config
+    if shape.kept_hidden is not None:
+        kept = shape.kept_hidden
+        old, new = int(config.hidden_size), int(kept.numel())
+        _check_indices("kept_hidden", kept, old)
+        head_dim = attention_geometry(config)[2]
+        embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+        tied = head is not None and head.weight is embed.weight
+        scale = (old / new) ** 0.5 if spec.embeddings_scaled_by_sqrt_hidden else 1.0
+        with torch.no_grad():
+            weight = embed.weight.detach()[:, kept.to(embed.weight.device)]
+            weight = (weight.to(torch.float32) * scale).to(weight.dtype)
+            embed.weight = nn.Parameter(weight.clone(), requires_grad=embed.weight.requires_grad)
+        embed.embedding_dim = new
+        if spec.embeddings_scaled_by_sqrt_hidden and hasattr(embed, "embed_scale"):
+            embed.embed_scale.fill_(new**0.5)  # what the stock class computes at the new size
+            embed.scalar_embed_scale = new**0.5
+        _cut_norm(model.get_submodule(spec.final_norm_path), kept, spec.norm_weight_offset,
+                  scale if tied else 1.0)
+        if tied:
+            head.weight = embed.weight
+        elif head is not None:
+            new_head = _new_linear(head, head.weight[:, kept.to(head.weight.device)],
+                                   head.bias.detach() if head.bias is not None else None)
+            model.set_output_embeddings(new_head)
+        config.head_dim = head_dim
+        config.hidden_size = new
+    if shape.kept_layers is not None:
+        _keep_layers(model, spec, shape.kept_layers)
+
+
+def _keep_layers(model: nn.Module, spec: DecoderArchitecture, kept: list[int]) -> None:
+    """Keep the decoder layers `kept` (in order), renumber their cache index and trim the per-layer config lists."""
+    layers = spec.decoder_layers(model)
+    count = len(layers)
+    _check_indices("kept_layers", torch.tensor(kept), count)
+    if sorted(kept) != list(kept):
+        raise ValueError(f"kept_layers must be sorted, got {list(kept)}.")
+    parent, _, name = spec.layers_path.rpartition(".")
+    setattr(model.get_submodule(parent), name, nn.ModuleList(layers[i] for i in kept))
+    for new_index, layer in enumerate(spec.decoder_layers(model)):
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_index
+    config = model.config
+    for key in spec.per_layer_config_lists:
+        values = getattr(config, key, None)
+        if isinstance(values, (list, tuple)) and len(values) == count:
+            setattr(config, key, [values[i] for i in kept])
+    config.num_hidden_layers = len(kept)
 
 
 def _record_sizes(layer: nn.Module, spec: DecoderArchitecture, heads: int, kv_heads: int, channels: int) -> None:

@@ -230,7 +230,8 @@ def test_disk_full_during_offload_leaves_no_partial_block(dense, tmp_path, monke
     with pytest.raises(OSError, match=r"No space left on device while writing pruned block 1 \([\d,]+ bytes\) to "
                                       r"the offload folder .*offload; the partial file was removed"):
         pruner.prune(tmp_path / "out")
-    assert [p.name for p in sorted((tmp_path / "offload").iterdir())] == [Path(writes[0]).name]
+    # the run's own subfolder of the offload folder keeps the finished block, not the partial one
+    assert [p.name for p in sorted((tmp_path / "offload").rglob("*.safetensors"))] == [Path(writes[0]).name]
     assert not (tmp_path / "out").exists()
 
 
@@ -321,7 +322,8 @@ def test_cli_export_gguf_to_a_directory_is_refused_before_encoding(dense, tmp_pa
     (tmp_path / "gguf").mkdir()
     code = main(["export-gguf", "--model", str(dense), "--output", str(tmp_path / "gguf"), "--overwrite"])
     assert code == 2
-    assert f"is a directory; give the GGUF file to write, e.g. {tmp_path / 'gguf' / 'model.gguf'}" in \
+    target = tmp_path / "gguf"
+    assert f"GGUF output {target} is a directory; give a file path, e.g. {target / 'model.gguf'}" in \
         _one_line_error(capsys)
 
 
@@ -394,19 +396,20 @@ def test_resume_from_another_models_checkpoint_is_refused_before_training(dense,
 
 
 def test_truncated_teacher_cache_is_refused_naming_the_file(tmp_path):
-    from optimum_flap.recovery.teacher_cache import METADATA_FILE, TeacherLogitsCache
+    from optimum_flap.recovery.teacher_cache import METADATA_FILE, TeacherLogitsCache, teacher_identity
 
     teacher = ckpt_tiny_model("llama", num_layers=1)
     ids = torch.tensor(CALIBRATION)
-    TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher)
+    identity = teacher_identity(teacher)
+    TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher, teacher=identity)
     shard = tmp_path / "cache" / "shard-00000.safetensors"
     shard.write_bytes(shard.read_bytes()[:-40])
     with pytest.raises(ValueError, match=f"{shard} is missing, truncated or corrupt .*delete the directory"):
-        TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher)
+        TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher, teacher=identity)
     meta = tmp_path / "cache" / METADATA_FILE
     meta.write_text(meta.read_text()[:30])
     with pytest.raises(ValueError, match=f"{meta} is not valid JSON"):
-        TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher)
+        TeacherLogitsCache.ensure(tmp_path / "cache", ids, 8, 128, lambda: teacher, teacher=identity)
 
 
 def test_names_transformers_renames_are_left_to_it_before_loading(tmp_path):

@@ -187,7 +187,10 @@ def _other_value(spec):
         return not spec.default
     if spec.type is int:
         return 8 if spec.default is None else spec.default + 2
-    return spec.default * 3
+    # minitron's free-form strings and fractions below 1: a value they accept
+    bounded = {"minitron_axes": "ffn,depth", "target_shape": "intermediate_size=64", "max_width_pruning": 0.3,
+               "max_depth_pruning": 0.3}
+    return bounded[spec.name] if spec.name in bounded else spec.default * 3
 
 
 def _flags(options: dict) -> list[str]:

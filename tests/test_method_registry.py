@@ -104,7 +104,7 @@ def test_a_registered_method_gets_config_fields_and_command_line_flags(toy_metho
     add_prune_arguments(prune)
     help_text = prune.format_help()
     assert "--alpha X             mixing weight [toy] (default: 0.5)" in help_text
-    assert "[flap, wanda-sp, magnitude-sp, cfsp, toy] (default: unset)" in help_text  # --round-to
+    assert "[flap, wanda-sp, magnitude-sp, cfsp, minitron, toy] (default: unset for" in help_text  # --round-to
     assert get_method_class("toy").__name__ == "OrderedDict"
 
 

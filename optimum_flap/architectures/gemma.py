@@ -24,7 +24,8 @@ GEMMA2 = DecoderArchitecture(
     attention_bias_flag="attention_bias",
     attention_post_norm="post_attention_layernorm",
     mlp_post_norm="post_feedforward_layernorm",
-    post_norm_gain_offset=1.0,
+    embeddings_scaled_by_sqrt_hidden=True,
+    norm_weight_offset=1.0,
     classes=ModelClasses(Gemma2Config, Gemma2ForCausalLM, FlapGemma2Config, FlapGemma2ForCausalLM),
 )
 
@@ -33,7 +34,8 @@ GEMMA3 = DecoderArchitecture(
     attention_bias_flag="attention_bias",
     attention_post_norm="post_attention_layernorm",
     mlp_post_norm="post_feedforward_layernorm",
-    post_norm_gain_offset=1.0,
     shared_head_norms=("q_norm", "k_norm"),
+    embeddings_scaled_by_sqrt_hidden=True,
+    norm_weight_offset=1.0,
     classes=ModelClasses(Gemma3TextConfig, Gemma3ForCausalLM, FlapGemma3TextConfig, FlapGemma3ForCausalLM),
 )

@@ -66,8 +66,6 @@ class DecoderArchitecture:
     #: change in the sub-block's output reaches the residual stream rescaled by that norm (see engine/post_norm.py)
     attention_post_norm: str | None = None
     mlp_post_norm: str | None = None
-    #: the post-norms multiply by (offset + weight): 1.0 where the stored weight is the gain minus one (Gemma)
-    post_norm_gain_offset: float = 0.0
     #: classes that load the stock and the per-layer checkpoint; None where checkpoints are not supported
     classes: ModelClasses | None = None
     layers_path: str = "model.layers"
@@ -80,6 +78,16 @@ class DecoderArchitecture:
     gate: str = "gate_proj"
     up: str = "up_proj"
     mlp_output: str = "down_proj"
+    #: the norm after the last decoder layer (cut with the hidden size)
+    final_norm_path: str = "model.norm"
+    #: config lists with one entry per decoder layer, trimmed when layers are removed
+    per_layer_config_lists: tuple[str, ...] = ("layer_types", "no_rope_layers")
+    #: the forward multiplies the embeddings by sqrt(config.hidden_size) (Gemma), so a smaller hidden size
+    #: needs the saved embedding weights rescaled to keep the pruned model's function
+    embeddings_scaled_by_sqrt_hidden: bool = False
+    #: norms (the post-norms included) multiply by (offset + weight): 1.0 for Gemma's (1 + weight) RMSNorm, 0.0
+    #: for the usual ones
+    norm_weight_offset: float = 0.0
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         return model.get_submodule(self.layers_path)

@@ -64,6 +64,8 @@ CHECKPOINT_FORMATS = (STOCK_FORMAT, REMOTE_CODE_FORMAT)
 DENSE_SIZES_KEY = "dense_sizes"
 
 _SIZE_KEYS = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
+#: global sizes only a stock-shaped method changes, recorded in `dense_sizes` when it does
+_MODEL_SIZE_KEYS = ("hidden_size", "num_hidden_layers")
 #: config keys that describe one saved form and are rebuilt on every save
 _FORM_KEYS = (
     "model_type",
@@ -187,7 +189,8 @@ def _layout_for(model: nn.Module, arch: DecoderArchitecture, measured: _Measured
 def _dense_sizes(config: Any) -> dict[str, int]:
     recorded = getattr(config, DENSE_SIZES_KEY, None)
     if isinstance(recorded, dict) and all(k in recorded for k in _SIZE_KEYS):
-        return {k: int(recorded[k]) for k in _SIZE_KEYS}
+        # a stock-shaped method (minitron) also records the dense hidden size and layer count it changed
+        return {k: int(v) for k, v in recorded.items() if k in (*_SIZE_KEYS, *_MODEL_SIZE_KEYS)}
     heads = _config_get(config, "num_attention_heads")
     kv_heads = _config_get(config, "num_key_value_heads") or heads
     return {

@@ -43,7 +43,7 @@ def post_norm_gain(arch: DecoderArchitecture, layer: nn.Module, role: str) -> to
     if path is None:
         return None
     weight = layer.get_submodule(path).weight.detach().to(torch.float32)
-    return weight + arch.post_norm_gain_offset
+    return weight + arch.norm_weight_offset
 
 
 def residual_weight(weight: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:

@@ -13,7 +13,7 @@ import importlib
 from .registry import get_method_class, get_registered_method, register_method, registered_methods
 
 #: the method folders; importing one registers its methods (in this order: the order of ``--help``)
-BUILTIN_METHOD_PACKAGES = ("flap", "cfsp", "sparse", "barber")
+BUILTIN_METHOD_PACKAGES = ("flap", "cfsp", "sparse", "barber", "minitron")
 for _package in BUILTIN_METHOD_PACKAGES:
     importlib.import_module(f".{_package}", __name__)
 

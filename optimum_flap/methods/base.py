@@ -61,6 +61,13 @@ class PruningMethod:
         self.config = config
         self.architecture = architecture
 
+    #: the windows the pruner held out of the pipeline for this method (see `held_out_samples`), or None
+    held_out_ids: Any = None
+
+    def held_out_samples(self) -> int:
+        """Calibration windows to keep out of the pipeline and hand to the method (to score whole models)."""
+        return 0
+
     def needs_calibration(self) -> bool:
         """False for methods that score weights only (magnitude): the pipeline then runs no data."""
         return True

@@ -144,6 +144,8 @@ class StreamedCheckpoint:
         self._run_folder: Path | None = None  # created by the first offload_block (see run_offload_folder)
         self._offloaded: dict[str, Path] = {}  # tensor name -> the offload file holding its current value
         self._offload_writes = 0
+        #: tensor name -> the name it is stored under, for blocks renumbered by `keep_blocks`
+        self._aliases: dict[str, str] = {}
         from ..checkpoint import pruned_model_class
 
         # a pruned checkpoint keeps the stock model_type: its per-layer sizes need our class, as in memory
@@ -182,6 +184,7 @@ class StreamedCheckpoint:
 
     def read(self, name: str) -> torch.Tensor:
         """One tensor, from the offload folder if its block was offloaded, else from the checkpoint."""
+        name = self._aliases.get(name, name)
         if name in self._offloaded:
             return self._handle(self._offloaded[name]).get_tensor(name)
         if name not in self.weight_map:
@@ -271,6 +274,26 @@ class StreamedCheckpoint:
                               f"{self.offload_folder}", "the partial file was removed. Give an offload folder with "
                               "room for the pruned model") from err
         self._offloaded.update(dict.fromkeys(tensors, file))
+
+    def keep_blocks(self, kept: list[int]) -> None:
+        """Follow the model's block list cut to blocks `kept` (renumbered from 0; depth pruning).
+
+        Call after the model's list was replaced: block j's tensors are then read under old block
+        `kept[j]`'s names, from the offload folder or the checkpoint.
+        """
+        prefix = self.blocks_prefix + "."
+        names = set(self.weight_map) | set(self._offloaded) | set(self._aliases)
+        aliases = {}
+        for new_index, old_index in enumerate(kept):
+            old_prefix = f"{prefix}{old_index}."
+            for name in names:
+                if name.startswith(old_prefix):
+                    renamed = f"{prefix}{new_index}.{name[len(old_prefix):]}"
+                    aliases[renamed] = self._aliases.get(name, name)
+        self._aliases = {name: stored for name, stored in self._aliases.items() if not name.startswith(prefix)}
+        self._aliases.update(aliases)
+        self.blocks = self.model.get_submodule(self.blocks_prefix)
+        self.loaded.clear()
 
     # -- the whole model, tensor by tensor -----------------------------------------------------------
 
