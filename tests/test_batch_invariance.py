@@ -19,7 +19,6 @@ compensation) are compared with a tolerance.
 from __future__ import annotations
 
 import copy
-import itertools
 
 import pytest
 import torch
