@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 
 import torch
 from _common import load_dense
@@ -67,10 +68,9 @@ def main() -> None:
         layer = arch.decoder_layers(model)[index]
         for name, module in ((arch.attention_name, arch.attention(layer)), (arch.mlp_name, arch.mlp(layer))):
             paths = [p[len(name) + 1:] for p in arch.projection_paths() if p.startswith(name + ".")]
-            samples = []
             with torch.no_grad():
-                for start in range(0, ids.shape[0], 8):
-                    samples += capture_inputs(module, lambda s=start: model(ids[s:s + 8], use_cache=False))
+                samples = capture_inputs(module, [partial(model, ids[s:s + 8], use_cache=False)
+                                                  for s in range(0, ids.shape[0], 8)])
                 targets = [_out(module(x, **kw)) for x, kw in samples]
             for sparsity_type in args.types:
                 pattern = parse_sparsity_type(sparsity_type)

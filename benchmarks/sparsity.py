@@ -9,6 +9,7 @@ process. Prints a table and writes JSON.
     python benchmarks/sparsity.py
     python benchmarks/sparsity.py --rows barber:wanda:unstructured:output1:0.05   # extra settings
     python benchmarks/sparsity.py --methods --types unstructured --rows barber:sparsegpt:unstructured:layer:0.1:keep
+    python benchmarks/sparsity.py --methods --types unstructured --rows barber:wanda:unstructured:output1:0.1:rebuilt
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from optimum_flap.evaluation import perplexity
 DATA = str(data_dir())
 SPARSITY_TYPES = ("unstructured", "2:4", "4:8")
 #: LLM-Barber's settings from the released scripts at 50% sparsity: init -> (granularity, alpha)
+#: trailing words of a --rows spec: keep SparseGPT's reconstruction; the stream of the initial masks
+ROW_FLAGS = ("keep", "rebuilt", "initial")
 BARBER_SETTINGS = {"wanda": ("output1", 0.01), "sparsegpt": ("layer", 0.1), "magnitude": ("block", 0.1)}
 
 
@@ -41,8 +44,8 @@ def parse_args() -> argparse.Namespace:
                                                          "barber:sparsegpt"])
     parser.add_argument("--types", nargs="+", default=list(SPARSITY_TYPES))
     parser.add_argument("--rows", nargs="*", default=[],
-                        help="extra Barber rows as barber:INIT:TYPE:GRANULARITY:ALPHA[:keep] (ablations; keep: "
-                        "barber_keep_reconstruction=True)")
+                        help="extra Barber rows as barber:INIT:TYPE:GRANULARITY:ALPHA[:keep][:rebuilt|:initial] "
+                        "(ablations; keep: barber_keep_reconstruction=True; rebuilt/initial: barber_init_stream)")
     parser.add_argument("--ratio", type=float, default=0.5, help="sparsity of the unstructured rows")
     parser.add_argument("--calibration", default=os.path.join(DATA, "c4", "sample_c4-rp1.jsonl"))
     parser.add_argument("--num-samples", type=int, default=128)
@@ -102,12 +105,16 @@ def recipes(args: argparse.Namespace) -> list[dict]:
                 rows.append(dict(method=method, sparsity_type=sparsity_type, pruning_ratio=ratio))
     for spec in args.rows:
         parts = spec.split(":")
-        keep = parts[-1] == "keep"
-        _, init, *pattern, granularity, alpha = parts[:-1] if keep else parts
+        flags = []
+        while parts[-1] in ROW_FLAGS:
+            flags.append(parts.pop())
+        _, init, *pattern, granularity, alpha = parts
         sparsity_type = ":".join(pattern)  # "unstructured", or N:M, whose colon the split also cut
+        stream = {"rebuilt": dict(barber_init_stream="rebuilt"), "initial": dict(barber_init_stream="initial")}
+        extra = {k: v for flag in flags for k, v in stream.get(flag, {}).items()}
         rows.append(dict(method="barber", barber_init=init, barber_granularity=granularity, barber_alpha=float(alpha),
-                         barber_keep_reconstruction=keep, sparsity_type=sparsity_type,
-                         pruning_ratio=args.ratio if sparsity_type == "unstructured" else None))
+                         barber_keep_reconstruction="keep" in flags, sparsity_type=sparsity_type,
+                         pruning_ratio=args.ratio if sparsity_type == "unstructured" else None, **extra))
     return rows
 
 
@@ -115,7 +122,8 @@ def label(recipe: dict) -> str:
     if recipe["method"] != "barber":
         return recipe["method"]
     keep = ", keep reconstruction" if recipe.get("barber_keep_reconstruction") else ""
-    return f"barber({recipe['barber_init']}, {recipe['barber_granularity']}, {recipe['barber_alpha']:g}{keep})"
+    stream = f", {recipe['barber_init_stream']} stream" if "barber_init_stream" in recipe else ""
+    return f"barber({recipe['barber_init']}, {recipe['barber_granularity']}, {recipe['barber_alpha']:g}{keep}{stream})"
 
 
 def main() -> None:

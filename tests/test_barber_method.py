@@ -178,3 +178,62 @@ def test_barber_run_needs_less_than_two_blocks_of_extra_memory(granularity):
 def test_bad_barber_recipes_are_refused_when_the_config_is_built(options, message):
     with pytest.raises(ValueError, match=message):
         FlapConfig(method="barber", **options)
+
+
+def test_capture_collects_every_batch():
+    """The pre-hook stops each forward at the sub-block; every forward given is still captured (once a bug)."""
+    from functools import partial
+
+    from optimum_flap.methods.barber.capture import capture_inputs
+
+    model = tiny_model("llama-gqa")
+    ids = torch.tensor(calibration_ids(16, 8))
+    attention = model.model.layers[1].self_attn
+    with torch.no_grad():
+        samples = capture_inputs(attention, [partial(model, ids[s:s + 4]) for s in range(0, 16, 4)])
+        reference = capture_inputs(attention, [partial(model, ids)])
+    assert len(samples) == len(reference) == 16
+    for (x, _), (y, _) in zip(samples, reference):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("init", ["wanda", "sparsegpt"])
+def test_initial_stream_starts_every_layer_from_the_initial_methods_own_masks(init):
+    """barber_init_stream="initial" (as the release): with alpha 0 the masks are the initial method's, in
+    every layer; "rebuilt" computes them on Barber's stream (the MLP after the attention is pruned)."""
+    dense = tiny_model("llama-gqa")
+    reference = keep_masks(prune(copy.deepcopy(dense), method=init, pruning_ratio=0.5))
+    options = dict(method="barber", barber_init=init, barber_alpha=0.0, pruning_ratio=0.5)
+    initial = keep_masks(prune(copy.deepcopy(dense), barber_init_stream="initial", **options))
+    rebuilt = keep_masks(prune(copy.deepcopy(dense), barber_init_stream="rebuilt", **options))
+    for layer in range(len(reference)):
+        for path in PATHS:
+            assert torch.equal(initial[layer][path], reference[layer][path]), (layer, path)
+    differ = sum(int((rebuilt[i][p] != reference[i][p]).sum()) for i in range(len(reference)) for p in PATHS)
+    assert differ > 0
+
+
+def test_from_sparsegpt_the_target_is_the_block_with_sparsegpts_updated_weights(monkeypatch):
+    """As the release, whose sparse model holds SparseGPT's weights while it rebuilds: y = B(x; W_sparsegpt)."""
+    import optimum_flap.methods.barber.method as barber_method
+
+    given = []
+
+    def recording(block, samples, masks, *args, sparse_weights=None, **kwargs):
+        given.append(sparse_weights)
+        return rebuild(block, samples, masks, *args, sparse_weights=sparse_weights, **kwargs)
+
+    rebuild = barber_method.rebuild_block_masks
+    monkeypatch.setattr(barber_method, "rebuild_block_masks", recording)
+    dense = tiny_model("llama-gqa")
+    sparsegpt = prune(copy.deepcopy(dense), method="sparsegpt", pruning_ratio=0.5)
+    prune(copy.deepcopy(dense), method="barber", barber_init="sparsegpt", barber_granularity="layer",
+          barber_alpha=0.1, pruning_ratio=0.5)
+    assert len(given) == 2 * len(dense.model.layers)  # attention and MLP of every layer
+    for path, weight in given[0].items():  # layer 0's attention: the SparseGPT method's layer-0 weights
+        torch.testing.assert_close(weight, sparsegpt.model.layers[0].self_attn.get_submodule(path).weight)
+    wanda_given = []
+    monkeypatch.setattr(barber_method, "rebuild_block_masks",
+                        lambda *a, sparse_weights=None, **k: wanda_given.append(sparse_weights) or rebuild(*a, **k))
+    prune(copy.deepcopy(dense), method="barber", barber_init="wanda", barber_alpha=0.1, pruning_ratio=0.5)
+    assert wanda_given and all(w is None for w in wanda_given)  # Wanda: the target is W * M

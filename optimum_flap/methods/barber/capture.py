@@ -3,12 +3,12 @@
 LLM-Barber optimises the attention and the MLP sub-blocks of a layer separately; each needs the
 inputs it receives inside the layer (after the layer norm) and the keywords it is called with
 (rotary embeddings, attention mask). A pre-hook records them per calibration sequence and stops the
-layer's forward there.
+layer's forward there; the stop is caught after each forward, so every calibration batch is captured.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -39,9 +39,13 @@ def per_sequence(hidden: torch.Tensor, kwargs: Mapping[str, Any]) -> list[SubBlo
 
 
 def capture_inputs(
-    sub_block: nn.Module, run_layer: Callable[[], Any], hidden_name: str = "hidden_states"
+    sub_block: nn.Module, forwards: Iterable[Callable[[], Any]], hidden_name: str = "hidden_states"
 ) -> list[SubBlockCall]:
-    """The per-sequence inputs `sub_block` receives when `run_layer()` runs its decoder layer once."""
+    """The per-sequence inputs `sub_block` receives, over every call in `forwards` (one per calibration batch).
+
+    Each forward is stopped as soon as `sub_block` is reached (nothing after it is computed); the stop
+    is caught per forward, so the samples of every batch are captured, in batch order.
+    """
     captured: list[SubBlockCall] = []
 
     def hook(_module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -55,13 +59,18 @@ def capture_inputs(
 
     handle = sub_block.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        run_layer()
-    except _Captured:
-        pass
+        for forward in forwards:
+            before = len(captured)
+            try:
+                forward()
+            except _Captured:
+                pass
+            if len(captured) == before:
+                raise RuntimeError(f"{type(sub_block).__name__} was not called by its decoder layer.")
     finally:
         handle.remove()
     if not captured:
-        raise RuntimeError(f"{type(sub_block).__name__} was not called by its decoder layer.")
+        raise ValueError("No calibration batch was given to capture the sub-block's inputs from.")
     return captured
 
 

@@ -10,6 +10,9 @@ from ..sparse.patterns import parse_sparsity_type
 
 BARBER_INITS = ("wanda", "sparsegpt", "magnitude")
 BARBER_GRANULARITY_CHOICES = ("output1", "input1", "layer", "block")
+#: where the initial masks are computed: the initial method's own pruned stream (as the release, which
+#: prunes the whole model with it first) or the stream of the already rebuilt layers (one pass)
+BARBER_INIT_STREAMS = ("initial", "rebuilt")
 
 
 @dataclass
@@ -23,6 +26,11 @@ class BarberOptions(SparsityOptions):
     barber_alpha: float = option(0.01, "fraction of the score-raising swaps made in each group, in [0, 1]")
     barber_keep_reconstruction: bool = option(False, "keep SparseGPT's updated values for surviving weights "
                                               "(default: survivors return to their dense values)")
+    barber_init_stream: str = option("initial", "inputs the initial masks are computed on: 'initial' = the "
+                                     "initial method's own pruned stream, every projection scored from one pass "
+                                     "of the dense layer (as the release); 'rebuilt' = the stream of the already "
+                                     "rebuilt layers, the MLP scored after the attention's rebuild",
+                                     choices=BARBER_INIT_STREAMS)
 
     def check(self) -> None:
         super().check()

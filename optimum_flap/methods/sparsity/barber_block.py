@@ -2,9 +2,9 @@
 
 As the released code (`lib/blockgpt.py`), for each calibration sample x (the *sparse* stream's block
 input) the loss is L = MSE(y_sparse, B(x; W_dense)) with y_sparse = B(x; W * M) held constant, and the
-gradient is taken at the **dense** weights. The block runs in float32 through `functional_call` on its
-own parameters (copies only when the model is not float32); the module is never modified and no
-second copy of the model is needed.
+gradient is taken at the **dense** weights. The block runs in float32 (float64 for a float64 block)
+through `functional_call` on its own parameters (copies only when the model is not in that precision);
+the module is never modified and no second copy of the model is needed.
 """
 
 from __future__ import annotations
@@ -33,11 +33,26 @@ def _output(result: Any) -> torch.Tensor:
     return result[0] if isinstance(result, tuple) else result
 
 
-def _float_state(block: nn.Module) -> dict[str, torch.Tensor]:
-    """float32 detached copies of the block's floating parameters and buffers (others unchanged)."""
+def _compute_dtype(block: nn.Module) -> torch.dtype:
+    """float32, or float64 for a float64 block (the objective is never computed below float32)."""
+    dtypes = {p.dtype for p in block.parameters() if p.is_floating_point()}
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _float_state(block: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """`dtype` detached copies of the block's floating parameters and buffers (others unchanged)."""
     state = dict(block.named_parameters())
     state.update(block.named_buffers())
-    return {name: t.detach().float() if t.is_floating_point() else t for name, t in state.items()}
+    return {name: t.detach().to(dtype) if t.is_floating_point() else t for name, t in state.items()}
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    """Floating tensors (also inside tuples, e.g. rotary (cos, sin)) in `dtype`; anything else unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple):
+        return tuple(_cast(v, dtype) for v in value)
+    return value
 
 
 def _weight_names(block: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, str]:
@@ -60,11 +75,10 @@ def _weight_names(block: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[s
 Sample = torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]
 
 
-def _call_arguments(sample: Sample, block_kwargs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-    if isinstance(sample, tuple):
-        x, own = sample
-        return x.float(), {**block_kwargs, **own}
-    return sample.float(), dict(block_kwargs)
+def _call_arguments(sample: Sample, block_kwargs: Mapping[str, Any],
+                    dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, Any]]:
+    x, own = sample if isinstance(sample, tuple) else (sample, {})
+    return x.to(dtype), {name: _cast(value, dtype) for name, value in {**block_kwargs, **own}.items()}
 
 
 def dense_gradient_statistics(
@@ -87,7 +101,8 @@ def dense_gradient_statistics(
     samples = list(samples)
     if not samples:
         raise ValueError("No calibration samples were given to the Barber objective.")
-    state = _float_state(block)
+    dtype = _compute_dtype(block)
+    state = _float_state(block, dtype)
     given = dict(sparse_weights or {})
     sparse_state = {
         **state,
@@ -96,14 +111,14 @@ def dense_gradient_statistics(
     common = dict(block_kwargs or {})
     with torch.no_grad():
         targets = [_output(functional_call(block, sparse_state, (x,), kwargs))
-                   for x, kwargs in (_call_arguments(s, common) for s in samples)]
+                   for x, kwargs in (_call_arguments(s, common, dtype) for s in samples)]
     del sparse_state
     dense_weights = {names[p]: state[names[p]].detach().requires_grad_(True) for p in masks}
     dense_state = {**state, **dense_weights}
     statistics = {path: SquaredGradientMean() for path in masks}
     with torch.enable_grad():
         for sample, target in zip(tqdm(samples, desc="Barber gradients", leave=False), targets):
-            x, kwargs = _call_arguments(sample, common)
+            x, kwargs = _call_arguments(sample, common, dtype)
             loss = nn.functional.mse_loss(target, _output(functional_call(block, dense_state, (x,), kwargs)))
             grads = torch.autograd.grad(loss, list(dense_weights.values()))
             for path, grad in zip(masks, grads):

@@ -20,7 +20,11 @@ from .masks import NMPattern, check_ratio, first_ranked, parse_sparsity_type, pr
 
 
 class HessianAccumulator:
-    """H = 2/n * sum_t x_t x_t^T over the n calibration tokens of a Linear's input, in float32."""
+    """H = 2/n * sum_t x_t x_t^T over the n calibration tokens of a Linear's input, in float32.
+
+    float64 inputs are accumulated in float64: a float64 model is what makes runs with different
+    batch sizes (different summation orders) agree to the last bit of the masks.
+    """
 
     def __init__(self) -> None:
         self.count = 0
@@ -28,9 +32,9 @@ class HessianAccumulator:
 
     def update(self, inputs: torch.Tensor) -> None:
         """Add a batch `[..., in_features]` of inputs (every leading position is one token)."""
-        x = inputs.detach().reshape(-1, inputs.shape[-1]).to(torch.float32)
+        x = inputs.detach().reshape(-1, inputs.shape[-1]).to(torch.promote_types(inputs.dtype, torch.float32))
         if self.hessian is None:
-            self.hessian = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float32, device=x.device)
+            self.hessian = torch.zeros(x.shape[1], x.shape[1], dtype=x.dtype, device=x.device)
         total = self.count + x.shape[0]
         self.hessian.mul_(self.count / total).addmm_(x.T, x, alpha=2.0 / total)
         self.count = total
@@ -77,8 +81,8 @@ def sparsegpt_prune(
             )
     if damping <= 0:
         raise ValueError(f"damping must be positive, got {damping!r}.")
-    w = weight.detach().to(torch.float32).clone()
-    h = hessian.detach().to(device=w.device, dtype=torch.float32).clone()
+    w = weight.detach().to(torch.promote_types(weight.dtype, torch.float32)).clone()  # float64 stays float64
+    h = hessian.detach().to(device=w.device, dtype=w.dtype).clone()
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
