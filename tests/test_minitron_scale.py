@@ -48,20 +48,14 @@ def test_streamed_prune_on_every_axis_saves_the_in_memory_tensors(sharded, tmp_p
         torch.testing.assert_close(load_pruned_model(tmp_path / "streamed")(IDS).logits, reference.model(IDS).logits)
 
 
-def test_streamed_ratio_keeps_the_unscored_default_shape(sharded, tmp_path, caplog):
-    """Streamed, nothing can score candidates: the shape that keeps heads and hidden size (MLP first) is kept."""
-    pruner = FlapPruner.from_pretrained(sharded, config=_recipe(pruning_ratio=0.3), offload_folder=tmp_path / "o")
-    pruner.prune()
-    assert "candidate shapes are not scored" in caplog.text
-    (chosen,) = pruner.report.shape_search
-    assert "kl" not in chosen and abs(chosen["ratio"] - 0.3) <= 0.01
-    assert (chosen["hidden_size"], chosen["num_key_value_heads"]) == (64, 2)  # the dense hidden size and heads
-    sizes = {k: chosen[k] for k in ("hidden_size", "num_key_value_heads", "intermediate_size", "num_hidden_layers")}
-    reference = FlapPruner.from_pretrained(sharded, config=_recipe(target_shape=sizes))
-    reference.prune()
-    reference.save_pretrained(tmp_path / "in-memory")
-    pruner.save_pretrained(tmp_path / "streamed")
-    _assert_same_checkpoint(tmp_path / "in-memory", tmp_path / "streamed")
+def test_streamed_search_is_refused_before_work_with_the_way_out(sharded, tmp_path):
+    """A shape guessed without scoring would differ from the in-memory answer: a streamed search is refused."""
+    for options in (dict(pruning_ratio=0.3), dict(target_shape=dict(num_hidden_layers=3), depth_importance="loss")):
+        pruner = FlapPruner.from_pretrained(sharded, config=_recipe(**options), offload_folder=tmp_path / "o")
+        with pytest.raises(ValueError, match=r"needs the whole model in memory; this one is streamed or offloaded\. "
+                                             r"Give target_shape=\.\.\."):
+            pruner.prune(tmp_path / "out")
+        assert pruner.report is None and not (tmp_path / "out").exists()
 
 
 def _prune_in_rank(rank: int, world_size: int, port: int, dense: str, out: str) -> None:

@@ -48,8 +48,6 @@ class MinitronMethod(PruningMethod):
         self._sums: dict[str, MagnitudeSums] = {}
         self._block: BlockImportance | None = None
         self.importances: list[LayerImportance] = []
-        #: whether the whole model can run here (in memory): candidates are scored and layers ranked by loss
-        self._scorable = True
         #: the dense model's layer count (set by `check`)
         self._dense_layers: int | None = None
         #: every candidate shape scored, with its ratio and KL (filled by `finish`)
@@ -63,13 +61,9 @@ class MinitronMethod(PruningMethod):
             return shape.get("num_hidden_layers", self._dense_layers) != self._dense_layers
         return "depth" in self.options.axes
 
-    def _depth_importance(self) -> str:
-        """`depth_importance`, or "block" where the whole model cannot run (it is not in memory)."""
-        return self.config.depth_importance if self._scorable else "block"
-
     def _needs_held_out(self) -> bool:
         searches = self.options.shape is None
-        return self._scorable and (searches or (self._changes_depth() and self._depth_importance() == "loss"))
+        return searches or (self._changes_depth() and self.config.depth_importance == "loss")
 
     def held_out_samples(self) -> int:
         return self.config.search_samples if self._needs_held_out() else 0
@@ -105,14 +99,14 @@ class MinitronMethod(PruningMethod):
         if getattr(model, "hf_device_map", None) and self._changes_depth():
             raise ValueError("minitron cannot remove layers from a model dispatched by accelerate (device_map); "
                              "load it in memory, or stream it with offload_folder=... and no device_map.")
-        self._scorable = in_memory(model)
         wants_scores = self.options.shape is None or (self._changes_depth() and self.config.depth_importance == "loss")
-        if not self._scorable and wants_scores:
-            logger.warning(
-                "minitron: the model is not in memory (streamed or offloaded), so candidate shapes are not scored "
-                "and layers are ranked by block importance; the shape kept is the candidate that keeps the most "
-                "heads, then the widest hidden size (Minitron prunes the MLP first). Give target_shape=... to "
-                "choose it yourself."
+        if wants_scores and not in_memory(model):  # a guessed shape would be another answer than in memory
+            need = ("the shape search scores candidate models by KL to the dense one" if self.options.shape is None
+                    else "depth_importance='loss' measures each layer's removal on the whole model")
+            raise ValueError(
+                f"minitron: {need}, which needs the whole model in memory; this one is streamed or offloaded. Give "
+                "target_shape=... (e.g. the shape an in-memory search chose, recorded as minitron_search in its "
+                "config.json) and, when layers go, depth_importance='block'."
             )
 
     # ------------------------------------------------------------------ calibration
@@ -154,7 +148,7 @@ class MinitronMethod(PruningMethod):
     # ------------------------------------------------------------------ the decision
 
     def _layer_scores(self, model: nn.Module) -> list[float]:
-        if self._changes_depth() and self._depth_importance() == "loss":
+        if self._changes_depth() and self.config.depth_importance == "loss":
             return loss_increases(model, self.architecture, self.held_out_ids, self.config.batch_size)
         return [imp.block for imp in self.importances]
 
@@ -176,9 +170,6 @@ class MinitronMethod(PruningMethod):
                                "closest (%.2f%%).", ",".join(self.options.axes), config.pruning_ratio,
                                100 * space.ratio(found[0]))
             candidates = spread(found, config.search_candidates)
-            if not self._scorable:  # nothing to score them with: Minitron's order, MLP first, then hidden
-                candidates = [max(candidates, key=lambda s: (s.num_key_value_heads, s.hidden_size,
-                                                             s.num_hidden_layers))]
         dense_log_probs = None
         if self.held_out_ids is not None and self.options.shape is None:
             dense_log_probs = log_probs(model, self.held_out_ids, config.batch_size)
@@ -202,7 +193,7 @@ class MinitronMethod(PruningMethod):
         logger.info("minitron: shape %s (removes %.2f%% of decoder linear parameters)%s",
                     {k: chosen[k] for k in StockShape.__dataclass_fields__}, 100 * chosen["ratio"],
                     f", KL {chosen['kl']:.4f} to the dense model" if "kl" in chosen else "")
-        records = {SEARCH_KEY: {"depth_importance": self._depth_importance() if self._changes_depth() else None,
+        records = {SEARCH_KEY: {"depth_importance": self.config.depth_importance if self._changes_depth() else None,
                                 "layer_scores": [round(float(s), 6) for s in layer_scores]
                                 if self._changes_depth() else None,
                                 "candidates": self.search}}
