@@ -103,7 +103,7 @@ def kept_units(family: str, recipe: str) -> list[dict[str, list[int]]]:
                                            else 2)
     config = FlapConfig(pruning_ratio=0.3, dataset=calibration_ids(num_samples=8, seq_len=16), batch_size=4,
                         **options)
-    _kind, plans = FlapPruner(config)._plans(model, get_architecture(model), None, True)
+    _kind, plans, _shape = FlapPruner(config)._plans(model, get_architecture(model), None, True)
     return [{"groups": p.kept_groups.tolist(), "channels": p.kept_channels.tolist()} for p in plans]
 
 
