@@ -72,7 +72,7 @@ def test_readme_python_blocks_run_as_written(tiny_model_dir, tmp_path, monkeypat
     assert pushed and pushed[0][0] == "me/smollm2-flap-20" and "config.json" in pushed[0][1]
 
 
-@pytest.mark.parametrize("doc", ["docs/cfsp.md", "docs/checkpoint-format.md", "docs/barber.md"])
+@pytest.mark.parametrize("doc", ["docs/cfsp.md", "docs/checkpoint-format.md", "docs/barber.md", "docs/minitron.md"])
 def test_docs_python_blocks_run_as_written(doc, tiny_model_dir, tmp_path, monkeypatch):
     """The same substitutions as for the README; the loading guide reads command 1's output directory."""
     from optimum_flap import FlapConfig, FlapPruner
