@@ -10,6 +10,7 @@ process. Prints a table and writes JSON.
     python benchmarks/sparsity.py --rows barber:wanda:unstructured:output1:0.05   # extra settings
     python benchmarks/sparsity.py --methods --types unstructured --rows barber:sparsegpt:unstructured:layer:0.1:keep
     python benchmarks/sparsity.py --methods --types unstructured --rows barber:wanda:unstructured:output1:0.1:rebuilt
+    python benchmarks/sparsity.py --methods sparsegpt --types unstructured --sparsegpt-mask-selection block
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", nargs="*", default=[],
                         help="extra Barber rows as barber:INIT:TYPE:GRANULARITY:ALPHA[:keep][:rebuilt|:initial] "
                         "(ablations; keep: barber_keep_reconstruction=True; rebuilt/initial: barber_init_stream)")
+    parser.add_argument("--sparsegpt-mask-selection", choices=("row", "block"), default=None,
+                        help="SparseGPT's unstructured selection for every row that uses SparseGPT (default: the "
+                             "method's own)")
     parser.add_argument("--ratio", type=float, default=0.5, help="sparsity of the unstructured rows")
     parser.add_argument("--calibration", default=os.path.join(DATA, "c4", "sample_c4-rp1.jsonl"))
     parser.add_argument("--num-samples", type=int, default=128)
@@ -115,15 +119,21 @@ def recipes(args: argparse.Namespace) -> list[dict]:
         rows.append(dict(method="barber", barber_init=init, barber_granularity=granularity, barber_alpha=float(alpha),
                          barber_keep_reconstruction="keep" in flags, sparsity_type=sparsity_type,
                          pruning_ratio=args.ratio if sparsity_type == "unstructured" else None, **extra))
+    if args.sparsegpt_mask_selection is not None:
+        for recipe in rows:
+            if "sparsegpt" in (recipe["method"], recipe.get("barber_init")):
+                recipe["sparsegpt_mask_selection"] = args.sparsegpt_mask_selection
     return rows
 
 
 def label(recipe: dict) -> str:
+    selection = f", {recipe['sparsegpt_mask_selection']} selection" if "sparsegpt_mask_selection" in recipe else ""
     if recipe["method"] != "barber":
-        return recipe["method"]
+        return recipe["method"] + (f"({selection[2:]})" if selection else "")
     keep = ", keep reconstruction" if recipe.get("barber_keep_reconstruction") else ""
     stream = f", {recipe['barber_init_stream']} stream" if "barber_init_stream" in recipe else ""
-    return f"barber({recipe['barber_init']}, {recipe['barber_granularity']}, {recipe['barber_alpha']:g}{keep}{stream})"
+    return (f"barber({recipe['barber_init']}, {recipe['barber_granularity']}, {recipe['barber_alpha']:g}"
+            f"{keep}{stream}{selection})")
 
 
 def main() -> None:

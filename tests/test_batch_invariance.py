@@ -7,7 +7,8 @@ have caught it. Each method of the registry is run with `batch_size=1` and `batc
 on the same tiny model and calibration ids, for its default options and for every allowed value of
 each of its choice options taken one at a time (so a newly registered method and a new choice are
 covered without editing this file); the weight-level methods also for 2:4 and 4:8, and LLM-Barber
-for every initial mask x granularity x initial-mask stream.
+for every initial mask x granularity x initial-mask stream, and from SparseGPT for each of its mask
+selections.
 
 The model is float64, because a batch of 6 sums its tokens in another order than 6 batches of 1:
 in float32, SparseGPT's Hessian then differs in its last bits and near-ties of the sweep flip (it is
@@ -60,6 +61,8 @@ def _variants(method: str) -> list[dict]:
             variants += [{"barber_init": init, "barber_init_stream": stream, **pattern}
                          for stream in choices["barber_init_stream"]
                          for pattern in ({}, {"sparsity_type": "2:4"})]
+        variants += [{"barber_init": "sparsegpt", "sparsegpt_mask_selection": selection}  # applies from SparseGPT
+                     for selection in choices["sparsegpt_mask_selection"]]
     unique = []
     for variant in variants:
         if variant not in unique:

@@ -110,6 +110,56 @@ def test_sparsegpt_reconstructs_better_than_wanda_on_the_same_layer():
         assert error < errors["wanda"][path], (path, errors)
 
 
+def test_sparsegpt_block_selection_is_the_released_per_block_threshold_with_exact_sparsity():
+    """`sparsegpt_mask_selection="block"`: one threshold over all rows of each 128-column block (the release).
+
+    Layer 0's down_proj (192 inputs: blocks of 128 and 64) is scored on the dense layer's inputs, so its
+    first block's mask follows from the formula alone: tmp = W^2 / diag(U)^2 with U the upper Cholesky
+    factor of (H + 1% mean diag)^-1, pruned where tmp <= the k-th smallest tmp of the block, k its share
+    of floor(numel * ratio) (the release indexes sort(tmp)[k], one weight more). float64: no near-ties flip.
+    """
+    dense = tiny_model("llama-gqa", hidden_size=64, intermediate_size=192).double()
+    inputs = []
+    down = dense.model.layers[0].mlp.down_proj
+    handle = down.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].reshape(-1, args[0].shape[-1])))
+    with torch.no_grad():
+        dense(torch.tensor(CALIBRATION["dataset"]))
+    handle.remove()
+    x = torch.cat(inputs)
+    hessian = 2 * x.T @ x / x.shape[0]
+    hessian.diagonal().add_(0.01 * hessian.diagonal().mean())
+    upper = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
+    block = down.weight.detach()[:, :128]
+    saliency = block**2 / upper.diagonal()[:128] ** 2
+    share = math.floor(block.numel() * 0.5)
+    expected_pruned = saliency <= saliency.flatten().sort().values[share - 1]
+
+    model = dense.__class__(dense.config).double()
+    model.load_state_dict(dense.state_dict())
+    FlapPruner(FlapConfig(method="sparsegpt", pruning_ratio=0.5, sparsegpt_mask_selection="block",
+                          **CALIBRATION)).prune_model(model)
+    pruned = model.model.layers[0].mlp.down_proj.weight == 0
+    assert torch.equal(pruned[:, :128], expected_pruned)
+    assert len(set(pruned.sum(dim=1).tolist())) > 1  # rows end with different sparsities, unlike "row"
+    for layer in weights(model):
+        for path, weight in layer.items():  # every matrix exactly at the ratio over its uneven blocks
+            assert int((weight == 0).sum()) == math.floor(weight.numel() * 0.5), path
+
+
+def test_sparsegpt_mask_selection_is_a_sparsegpt_and_barber_option():
+    assert FlapConfig(method="sparsegpt").sparsegpt_mask_selection == "row"
+    assert FlapConfig(method="barber", barber_init="sparsegpt",
+                      sparsegpt_mask_selection="block").sparsegpt_mask_selection == "block"
+    with pytest.raises(ValueError, match="sparsegpt_mask_selection='column'; allowed: row, block"):
+        FlapConfig(method="sparsegpt", sparsegpt_mask_selection="column")
+    with pytest.raises(ValueError, match="does not apply to method='wanda'"):
+        FlapConfig(method="wanda", sparsegpt_mask_selection="block")
+    two_four = [prune("sparsegpt", sparsity_type="2:4", sparsegpt_mask_selection=selection)[0]
+                for selection in ("row", "block")]  # N:M is chosen per row whatever the selection
+    assert all(torch.equal(a, b) for first, second in zip(*map(weights, two_four)) for a, b in
+               zip(first.values(), second.values()))
+
+
 def _no_calibration(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise AssertionError("calibration data was loaded")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -171,6 +173,23 @@ def test_sparsegpt_row_sparsity_exact_across_blocks_and_dead_inputs():
         sparsegpt_prune(weight, hessian, 1 / 3, NMPattern(2, 3))
     with pytest.raises(ValueError, match="does not match"):
         sparsegpt_prune(weight, hessian, 0.3, NMPattern(2, 4))
+
+
+def test_sparsegpt_block_selection_exact_total_across_uneven_blocks():
+    """"block" ranks each column block over all rows: rows differ, each block and the matrix are exact."""
+    x, weight, hessian, scores = _sparsegpt_setup(features=200)
+    keep, updated = sparsegpt_prune(weight, hessian, 0.3, block_size=128, mask_selection="block")
+    rows = weight.shape[0]
+    assert int((~keep[:, :128]).sum()) == math.floor(rows * 128 * 0.3)  # 1843 of 6144
+    assert int((~keep).sum()) == math.floor(rows * 200 * 0.3)  # the second block's share makes it exact
+    assert len(set((~keep).sum(1).tolist())) > 1
+    assert (updated[~keep] == 0).all()
+    row_keep, _ = sparsegpt_prune(weight, hessian, 0.3, block_size=128)
+    assert not torch.equal(keep, row_keep)
+    assert _reconstruction_error(x, weight, updated) < 0.9 * _reconstruction_error(
+        x, weight, weight * unstructured_mask(scores, 0.3))
+    with pytest.raises(ValueError, match="'column'; allowed: row, block"):
+        sparsegpt_prune(weight, hessian, 0.3, mask_selection="column")
 
 
 # ---------------------------------------------------------------- LLM-Barber rebuild

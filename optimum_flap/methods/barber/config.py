@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..options import option
-from ..sparse.config import SparsityOptions
+from ..sparse.config import SparseGPTOptions
 from ..sparse.patterns import parse_sparsity_type
 
 BARBER_INITS = ("wanda", "sparsegpt", "magnitude")
@@ -16,8 +16,11 @@ BARBER_INIT_STREAMS = ("initial", "rebuilt")
 
 
 @dataclass
-class BarberOptions(SparsityOptions):
-    """LLM-Barber's options; the defaults are the released scripts' Wanda setting (output1, alpha 0.01)."""
+class BarberOptions(SparseGPTOptions):
+    """LLM-Barber's options; the defaults are the released scripts' Wanda setting (output1, alpha 0.01).
+
+    `sparsegpt_mask_selection` applies when SparseGPT makes the initial mask (`barber_init="sparsegpt"`).
+    """
 
     barber_init: str = option("wanda", "initial mask that LLM-Barber rebuilds", choices=BARBER_INITS)
     barber_granularity: str = option("output1", "comparison group of the rebuild: output row, input column, "

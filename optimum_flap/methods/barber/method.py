@@ -50,7 +50,7 @@ class InitialStream:
         self.hidden: list[torch.Tensor] | None = None
 
     def layer_masks(self, layer: nn.Module, calls: list[SubBlockCall], score: str, paths: tuple[str, ...],
-                    ratio: float, pattern: Any) -> InitialMasks:
+                    ratio: float, pattern: Any, sparsegpt_mask_selection: str) -> InitialMasks:
         """Layer `layer`'s initial masks from this stream, which then moves past the layer.
 
         `calls` are the layer's own per-sequence calls on the pipeline's stream: their keywords
@@ -60,7 +60,7 @@ class InitialStream:
         own_calls = [(x, kwargs) for x, (_, kwargs) in zip(hidden, calls)]
         statistics = InputStatistics(score, paths)
         observe_calls(layer, statistics, own_calls)
-        masks, reconstructed = initial_masks(layer, paths, statistics, ratio, pattern)
+        masks, reconstructed = initial_masks(layer, paths, statistics, ratio, pattern, sparsegpt_mask_selection)
         sparse = {f"{path}.weight": reconstructed.get(path, layer.get_submodule(path).weight.detach() * mask)
                   for path, mask in masks.items()}
         with torch.no_grad():
@@ -93,7 +93,8 @@ class BarberMethod(MaskMethod):
         """The sub-block's initial masks from its inputs on the rebuilt stream (`barber_init_stream="rebuilt"`)."""
         statistics = InputStatistics(self.config.barber_init, paths)
         observe_calls(sub_block, statistics, samples)
-        return initial_masks(sub_block, paths, statistics, self.config.pruning_ratio, self.pattern)
+        return initial_masks(sub_block, paths, statistics, self.config.pruning_ratio, self.pattern,
+                             self.config.sparsegpt_mask_selection)
 
     def _rebuild(self, sub_block: nn.Module, samples: list[SubBlockCall], initial: InitialMasks) -> MaskLayerPlan:
         """The sub-block's rebuilt masks (paths inside it), with SparseGPT's weights when they are kept.
@@ -121,7 +122,7 @@ class BarberMethod(MaskMethod):
         if self._initial_stream is not None:
             layer_initial = self._initial_stream.layer_masks(
                 layer, capture_inputs(layer, forwards), self.config.barber_init, self.paths,
-                self.config.pruning_ratio, self.pattern)
+                self.config.pruning_ratio, self.pattern, self.config.sparsegpt_mask_selection)
 
         attention_samples = capture_inputs(attention, forwards)
         attention_initial = (_inside(arch.attention_name, layer_initial) if layer_initial else

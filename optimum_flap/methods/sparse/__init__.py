@@ -5,11 +5,11 @@ Importing this package registers the methods and imports no torch.
 """
 
 from ..registry import register_method
-from .config import SparsityOptions
+from .config import SparseGPTOptions, SparsityOptions
 
 _IMPLEMENTATION = "optimum_flap.methods.sparse.method:SparseMaskMethod"
 
 register_method("magnitude", SparsityOptions, _IMPLEMENTATION, "zero the smallest |W| of each matrix (no data)")
 register_method("wanda", SparsityOptions, _IMPLEMENTATION, "zero the lowest |W| x ||x|| of each output row")
-register_method("sparsegpt", SparsityOptions, _IMPLEMENTATION,
+register_method("sparsegpt", SparseGPTOptions, _IMPLEMENTATION,
                 "optimal-brain-surgeon column sweep with weight reconstruction")

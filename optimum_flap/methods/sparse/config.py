@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..options import MethodOptions, option
-from .patterns import parse_sparsity_type
+from .patterns import SPARSEGPT_MASK_SELECTIONS, parse_sparsity_type
 
 
 @dataclass
@@ -33,3 +33,13 @@ class SparsityOptions(MethodOptions):
             parse_sparsity_type(self.sparsity_type, ratio)
         except ValueError as error:
             raise ValueError(f"FlapConfig: invalid pruning_ratio={ratio!r}; {error}") from None
+
+
+@dataclass
+class SparseGPTOptions(SparsityOptions):
+    """SparseGPT's options: the sparsity pattern and how each column block chooses its unstructured mask."""
+
+    sparsegpt_mask_selection: str = option("row", "SparseGPT's unstructured mask in each 128-column block: 'row' = "
+                                           "the same count in every output row (every row exactly at the ratio); "
+                                           "'block' = one threshold over all rows of the block (as the release). "
+                                           "N:M is chosen per row either way", choices=SPARSEGPT_MASK_SELECTIONS)

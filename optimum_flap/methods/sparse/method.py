@@ -60,6 +60,7 @@ class SparseMaskMethod(MaskMethod):
 
     def block_done(self, block: Any) -> MaskLayerPlan:
         statistics = self._statistics or InputStatistics(self.config.method, self.paths)
-        masks, weights = initial_masks(block.module, self.paths, statistics, self.config.pruning_ratio, self.pattern)
+        masks, weights = initial_masks(block.module, self.paths, statistics, self.config.pruning_ratio, self.pattern,
+                                       self.config.sparsegpt_mask_selection or "row")  # None: not SparseGPT
         self._statistics = None
         return MaskLayerPlan(masks, weights)

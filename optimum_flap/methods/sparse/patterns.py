@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: SparseGPT's unstructured selection inside a column block (arXiv 2301.00774 §3.2): the same count in every
+#: output row ("row"), or one ranking over all rows of the block ("block", as the released code)
+SPARSEGPT_MASK_SELECTIONS = ("row", "block")
+
 
 @dataclass(frozen=True)
 class NMPattern:

@@ -64,11 +64,12 @@ def observe_calls(module: nn.Module, statistics: InputStatistics,
 
 
 def initial_mask(
-    score: str, weight: torch.Tensor, statistics: object, ratio: float, pattern: NMPattern | None
+    score: str, weight: torch.Tensor, statistics: object, ratio: float, pattern: NMPattern | None,
+    sparsegpt_mask_selection: str = "row",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(keep-mask, updated weight or None) of one Linear weight; `statistics` from `InputStatistics`."""
     if score == "sparsegpt":
-        return sparsegpt_prune(weight, statistics.hessian, ratio, pattern)
+        return sparsegpt_prune(weight, statistics.hessian, ratio, pattern, mask_selection=sparsegpt_mask_selection)
     scores = magnitude_scores(weight) if score == "magnitude" else wanda_scores(weight, input_norm(statistics))
     if pattern is not None:
         return n_m_mask(scores, pattern.kept, pattern.group), None
@@ -76,13 +77,15 @@ def initial_mask(
 
 
 def initial_masks(
-    module: nn.Module, paths: Iterable[str], statistics: InputStatistics, ratio: float, pattern: NMPattern | None
+    module: nn.Module, paths: Iterable[str], statistics: InputStatistics, ratio: float, pattern: NMPattern | None,
+    sparsegpt_mask_selection: str = "row",
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Keep-masks of the Linears at `paths` inside `module`, and SparseGPT's updated weights (else empty)."""
     masks, weights = {}, {}
     for path in paths:
         weight = module.get_submodule(path).weight
-        masks[path], updated = initial_mask(statistics.score, weight, statistics.statistics.get(path), ratio, pattern)
+        masks[path], updated = initial_mask(statistics.score, weight, statistics.statistics.get(path), ratio, pattern,
+                                            sparsegpt_mask_selection)
         if updated is not None:
             weights[path] = updated
     return masks, weights

@@ -6,16 +6,19 @@ through the upper Cholesky factor U of H^-1 (§3.1, Algorithm 1 in §3.4). Which
 once per block of `block_size` columns by the saliency w^2 / U_jj^2 (§3.2, adaptive mask selection),
 or per group of M columns for N:M (§3.3).
 
-Differences from the released code: the unstructured selection keeps the same count in every output
-row (Wanda's comparison group, so every row has exactly the requested sparsity), where the release
-thresholds each column block over all rows at once; H is averaged over tokens rather than sequences
-(a common scale, which dampening relative to the diagonal makes irrelevant).
+The unstructured selection has two rules (`mask_selection`): `"row"` (the default) keeps the same
+count in every output row of each column block (Wanda's comparison group, so every row has exactly
+the requested sparsity); `"block"` ranks each column block over all its rows at once, as the release
+(`tmp <= sort(tmp.flatten())[int(numel * sparsity)]`), but zeroes exactly the block's share of
+floor(numel * ratio) weights where the release zeroes one more and its ties. H is averaged over tokens
+rather than sequences (a common scale, which dampening relative to the diagonal makes irrelevant).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..sparse.patterns import SPARSEGPT_MASK_SELECTIONS
 from .masks import NMPattern, check_ratio, first_ranked, parse_sparsity_type, pruned_count
 
 
@@ -54,6 +57,22 @@ def _inverse_cholesky(hessian: torch.Tensor, damping: float) -> torch.Tensor:
         ) from error
 
 
+def _block_selection(saliency: torch.Tensor, start: int, end: int, ratio: float, mask_selection: str) -> torch.Tensor:
+    """Pruned-mask of the column block `[start, end)` from its saliency `w^2 / U_jj^2` `[rows, end - start]`.
+
+    `"row"`: the block's share of each row's floor(cols * ratio); `"block"`: its share of the matrix's
+    floor(rows * cols * ratio), ranked over all rows at once (the release's per-block threshold).
+    Shares are differences of cumulative counts, so the totals are exact over uneven blocks.
+    """
+    rows = saliency.shape[0]
+    if mask_selection == "row":
+        share = pruned_count(end, ratio) - pruned_count(start, ratio)
+        return first_ranked(saliency, torch.full((rows,), share, device=saliency.device), descending=False)
+    share = pruned_count(rows * end, ratio) - pruned_count(rows * start, ratio)
+    flat = first_ranked(saliency.reshape(1, -1), torch.full((1,), share, device=saliency.device), descending=False)
+    return flat.reshape(saliency.shape)
+
+
 def sparsegpt_prune(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -61,8 +80,13 @@ def sparsegpt_prune(
     pattern: NMPattern | None = None,
     block_size: int = 128,
     damping: float = 0.01,
+    mask_selection: str = "row",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(keep-mask, updated weight) for `weight` `[out, in]` at sparsity `ratio`, N:M when `pattern` is given.
+
+    `mask_selection` (unstructured only; N:M is chosen per row in every group of M) is `"row"`: each
+    column block zeroes its share of floor(in * ratio) weights in every row, or `"block"`: its share
+    of floor(out * in * ratio) weights over all rows at once, as the released code (§3.2).
 
     `hessian` is `HessianAccumulator.hessian` of the layer's inputs. Dead inputs (H_jj == 0) get
     H_jj = 1 and their weights are zeroed, as the release does (they never affect the output). The
@@ -81,6 +105,9 @@ def sparsegpt_prune(
             )
     if damping <= 0:
         raise ValueError(f"damping must be positive, got {damping!r}.")
+    if mask_selection not in SPARSEGPT_MASK_SELECTIONS:
+        raise ValueError(f"Unknown SparseGPT mask selection {mask_selection!r}; allowed: "
+                         f"{', '.join(SPARSEGPT_MASK_SELECTIONS)}.")
     w = weight.detach().to(torch.promote_types(weight.dtype, torch.float32)).clone()  # float64 stays float64
     h = hessian.detach().to(device=w.device, dtype=w.dtype).clone()
     dead = h.diagonal() == 0
@@ -96,10 +123,8 @@ def sparsegpt_prune(
         diag = u_block.diagonal()
         errors = torch.zeros_like(block)
         block_pruned = pruned[:, start:end]
-        if pattern is None:  # this block's share of each row's floor(cols * ratio) pruned weights
-            share = pruned_count(end, ratio) - pruned_count(start, ratio)
-            counts = torch.full((rows,), share, device=w.device)
-            block_pruned |= first_ranked(block**2 / diag**2, counts, descending=False)
+        if pattern is None:  # the unstructured mask of the whole block, chosen before its sweep
+            block_pruned |= _block_selection(block**2 / diag**2, start, end, ratio, mask_selection)
         for i in range(end - start):
             if pattern is not None and i % pattern.group == 0:
                 group = slice(i, i + pattern.group)
