@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -26,6 +25,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import ckpt_tiny_model, ckpt_tiny_tokenizer
 from safetensors import safe_open
+from test_scale import _free_port
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.methods import get_method_class, registered_methods
@@ -150,12 +150,6 @@ def test_dispatched_prune_saves_the_in_memory_tensors(method, source, checkpoint
         return
     pruner.prune(tmp_path / "dispatched")
     _assert_same_checkpoint(in_memory[method, source], tmp_path / "dispatched")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _prune_every_method_in_rank(rank: int, world_size: int, port: int, checkpoints: dict, out: str) -> None:
