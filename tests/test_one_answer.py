@@ -24,12 +24,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import ckpt_tiny_model, ckpt_tiny_tokenizer
-from safetensors import safe_open
-from test_scale import _free_port
+from test_scale import _free_port, _tensors
 
 from optimum_flap import FlapConfig, FlapPruner
 from optimum_flap.methods import get_method_class, registered_methods
-from optimum_flap.streaming import checkpoint_weight_map
 
 NUM_LAYERS = 4
 CALIBRATION = torch.randint(3, 128, (4, 16), generator=torch.Generator().manual_seed(0)).tolist()
@@ -70,14 +68,6 @@ def _refused(method: str, source: str, pruner: FlapPruner, output) -> bool:
     with pytest.raises(ValueError, match=REFUSED_INPUTS[method, source]):
         pruner.prune(output)
     return True
-
-
-def _tensors(path) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for name, file in checkpoint_weight_map(path).items():
-        with safe_open(file, framework="pt") as handle:
-            tensors[name] = handle.get_tensor(name)
-    return tensors
 
 
 def _records(path) -> dict:
